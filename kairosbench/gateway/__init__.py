@@ -1,0 +1,1 @@
+"""The gateway: agent tracking, admission, placement and the control loop around a policy."""

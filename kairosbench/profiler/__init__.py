@@ -1,0 +1,1 @@
+"""The power profiler: NVML, emulator and Prometheus sources to one Parquet schema."""

@@ -1,0 +1,1 @@
+"""Virtual-time simulation of engines, agents and policies (no sockets, no sleeps)."""
