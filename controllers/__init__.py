@@ -4,6 +4,7 @@ Nothing here imports the harness's IO: a policy is a snapshot in, actions out.
 """
 
 from controllers.base import AdmissionPolicy, ClockPolicy, ComposedPolicy, Policy, RoutingPolicy
+from controllers.kairos import KairosParams, KairosPolicy
 from controllers.snapshot import (
     Actions,
     AdmissionCap,
@@ -24,9 +25,19 @@ __all__ = [
     "ClockPolicy",
     "ComposedPolicy",
     "InstanceView",
+    "KairosParams",
+    "KairosPolicy",
     "Placement",
     "Policy",
     "RoutingPolicy",
     "SetClock",
     "Snapshot",
+    "build_policy",
 ]
+
+
+def build_policy(spec: str) -> Policy:
+    """A fresh policy for a spec such as ``kairos``, ``static:900`` or ``clock=max,admission=aimd``."""
+    from controllers.registry import build_policy as _build
+
+    return _build(spec)

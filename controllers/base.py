@@ -2,6 +2,11 @@
 
 A clock policy, an admission policy and a routing policy are chosen independently by name
 (``controllers.registry``) and composed; KAIROS supplies all three.
+
+Strategies may keep state between epochs (AIMD keeps its window, KAIROS its SLO-boost
+latch), so build a fresh policy per run. A strategy may explain itself: if it has a
+``last_notes`` mapping (instance_id -> why), ``ComposedPolicy.decide`` copies it into
+``Actions.notes`` after each call, and the gateway writes it to control.parquet.
 """
 
 from __future__ import annotations
@@ -53,7 +58,13 @@ class ComposedPolicy:
         self.name = name or f"{clock.name}+{admission.name}+{routing.name}"
 
     def decide(self, snap: Snapshot) -> Actions:
-        return Actions(clocks=tuple(self.clock.clocks(snap)), caps=tuple(self.admission.caps(snap)))
+        clocks = tuple(self.clock.clocks(snap))
+        caps = tuple(self.admission.caps(snap))
+        notes: dict[str, str] = {}
+        for part in (self.clock, self.admission):
+            for instance_id, why in (getattr(part, "last_notes", None) or {}).items():
+                notes[instance_id] = f"{notes[instance_id]}; {why}" if instance_id in notes else why
+        return Actions(clocks=clocks, caps=caps, notes=notes)
 
     def place(self, agent: AgentView, snap: Snapshot) -> Placement:
         return self.routing.place(agent, snap)

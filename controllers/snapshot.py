@@ -49,14 +49,20 @@ class InstanceView:
     power_w: float
     kv_capacity_tokens: int  # U_max: num_gpu_blocks * block_size
     kv_usage_frac: float  # engine's KV usage, 0..1 (vllm:kv_cache_usage_perc)
-    resident_context_tokens: int  # U_k: sum of context of agents admitted here and not done
-    resident_agents: int
+    resident_context_tokens: int  # U_k: context of the agents active here (in LLM or in tool), not held
+    resident_agents: int  # agents active here (in LLM or in tool); held agents are counted apart
     num_running: int
     num_waiting: int
     preemptions_total: int = 0
     prefix_queries_tokens: int = 0
     prefix_hits_tokens: int = 0
     cap: "AdmissionCap | None" = None  # in force now
+    recomputed_tokens_total: int = 0
+    gpu_util_frac: float | None = None  # busy fraction 0..1 (NVML utilization.gpu / 100); None if unknown
+    power_limit_w: float | None = None
+    held_agents: int = 0  # resident agents whose next turn waits at the gateway
+    held_context_tokens: int = 0  # their context (not in U_k while they wait)
+    telemetry_ok: bool = True  # False: the last telemetry read failed and the numbers are stale
 
     @property
     def max_clock_mhz(self) -> int:
@@ -118,11 +124,19 @@ class SetClock:
 class AdmissionCap:
     """Gateway admission limits for one instance; None means unlimited.
 
+    U_k is the context of the agents *active* on the instance (a request in the engine, or
+    running their tool between turns). An agent held at the gateway leaves U_k until it is
+    released: holding is what lets U_k fall again, so a hold rule can never deadlock itself.
+
     * ``admit_below_tokens``: a PENDING agent (or one moving here) is admitted only while
       U_k < this (KAIROS γ·U_max).
-    * ``hold_above_tokens``: a resident agent's next turn is held while U_k > this
-      (KAIROS β·U_max).
-    * ``max_agents``: at most this many resident agents (AIMD / CONCUR-style).
+    * ``hold_above_tokens``: a resident agent's next turn goes out only if U_k, counted with
+      that turn's context, stays ≤ this; otherwise the agent is HELD (KAIROS β·U_max).
+    * ``max_agents``: at most this many active agents (AIMD / CONCUR-style); new agents
+      wait and resident agents are paused at their turn boundary while the instance is full.
+
+    Liveness: an instance with no active agent always takes the head of its queue, even when
+    that one agent alone exceeds a token limit (otherwise it would wait forever).
     """
 
     instance_id: str
