@@ -1,0 +1,332 @@
+"""Generator parameters per agent kind, fitted to real traces, and the code that fits them.
+
+Every distribution is a log-normal (``median``, ``sigma`` of the log): token counts and tool
+times in agent traces are positive, right-skewed and span decades, and a log-normal is the
+maximum-likelihood two-parameter fit that the thin traces can support. Where the traces are too
+thin to see a tail (one data-engineering session; tool times from toy tasks) an anchor from the
+literature fills the gap, and the field's ``sources`` entry says so.
+
+The constants ``SWE`` and ``DE`` below are what :func:`fit_from_workloads` returns on the traces
+in ../shared/traces (imported with ``kairosbench workload import``), rounded; the test suite
+re-derives them and fails if the code and the traces drift apart. ``workloads/README.md`` shows
+the same numbers, and every generated file carries them in its metadata.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from statistics import NormalDist
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from kairosbench.errors import UsageError
+from kairosbench.workload.model import Workload
+
+__all__ = [
+    "LogNormal",
+    "AgentParams",
+    "SWE",
+    "DE",
+    "PARAMS",
+    "KAIROS_MEAN_TURNS",
+    "KAIROS_MAX_TURNS",
+    "canonical_tool",
+    "fit_lognormal",
+    "sigma_for_mean",
+    "truncated_mean",
+    "TraceSamples",
+    "collect_samples",
+    "fit_from_workloads",
+]
+
+_STD_NORMAL = NormalDist()
+
+# KAIROS §3 characterisation (ANCHORS.md §1.2, second-hand): turns per agent mean 37, range 1-2518.
+KAIROS_MEAN_TURNS = 37.0
+KAIROS_MAX_TURNS = 2518
+# Continuum (arXiv 2511.02230, ANCHORS.md §2): mini-swe-agent SWE-bench tool time 925 ± 3550 ms.
+# As a log-normal: sigma = sqrt(ln(1 + (3.55/0.925)^2)) = 1.66, median 0.233 s.
+CONTINUUM_TOOL_S = (0.925, 3.55)
+
+
+@dataclass(frozen=True)
+class LogNormal:
+    """exp(N(ln median, sigma^2)). ``median`` in the unit of the field it describes."""
+
+    median: float
+    sigma: float
+
+    @property
+    def mean(self) -> float:
+        return self.median * math.exp(self.sigma**2 / 2)
+
+    def quantile(self, q: float) -> float:
+        return self.median * math.exp(self.sigma * _STD_NORMAL.inv_cdf(q))
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        return self.median * np.exp(self.sigma * rng.standard_normal(size))
+
+    def sample_between(self, rng: np.random.Generator, size: int, lo: float, hi: float) -> np.ndarray:
+        """Inverse-CDF draws truncated to [lo, hi]: exact for any range, however unlikely."""
+        c_lo, c_hi = self._cdf(lo), self._cdf(hi)
+        if c_hi - c_lo <= 1e-12:
+            raise UsageError(f"the range [{lo:g}, {hi:g}] has no probability under median {self.median:g}, sigma {self.sigma:g}")
+        u = rng.uniform(c_lo, c_hi, size)
+        z = np.fromiter((_STD_NORMAL.inv_cdf(min(max(x, 1e-15), 1 - 1e-15)) for x in u), dtype=np.float64, count=size)
+        return np.clip(self.median * np.exp(self.sigma * z), lo, hi)
+
+    def _cdf(self, x: float) -> float:
+        if x <= 0:
+            return 0.0
+        if self.sigma == 0:
+            return 1.0 if x >= self.median else 0.0
+        return _STD_NORMAL.cdf(math.log(x / self.median) / self.sigma)
+
+
+@dataclass(frozen=True)
+class AgentParams:
+    """Everything the generator draws for one agent kind. Sources per field in ``sources``."""
+
+    kind: str
+    turns: LogNormal  # turns per session, before truncation to [1, max_turns]
+    max_turns: int
+    first_turn_tokens: LogNormal  # appended tokens of turn 0: system prompt + task
+    appended_tokens: LogNormal  # appended tokens of turns >= 1: tool observation + harness text
+    output_tokens: LogNormal  # generated tokens per turn
+    tool_mix: Mapping[str, float]  # which tool follows a non-final turn (probabilities sum to 1)
+    tool_duration_s: Mapping[str, LogNormal]  # per tool kind, seconds
+    final_tool: str | None  # tool after the last turn (swe: submit), None: the session just ends
+    context_window_tokens: int  # final context (last prompt + its output) never exceeds this
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON for file metadata and docs (medians, sigmas and the mean they imply)."""
+        d = asdict(self)
+        for key in ("turns", "first_turn_tokens", "appended_tokens", "output_tokens"):
+            d[key]["mean"] = round(getattr(self, key).mean, 4)
+        return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitted constants. Regenerate with `kairosbench workload fit` (docs/workload-format.md).
+
+SWE = AgentParams(
+    kind="swe",
+    # median: MLE over 21 swe sessions in the traces (OpenHands, SWE-agent, mini-swe-agent);
+    # sigma: solved so the mean truncated to [1, 2518] is KAIROS's 37.
+    turns=LogNormal(median=9.0, sigma=1.65),
+    max_turns=KAIROS_MAX_TURNS,  # KAIROS range 1-2518
+    # OpenHands usage (turn-0 prompt_tokens) + SWE-agent/mini-swe-agent history estimates.
+    first_turn_tokens=LogNormal(median=2399.0, sigma=0.65),
+    # OpenHands usage deltas prompt[t]-prompt[t-1]-output[t-1] + SWE-agent history estimates.
+    appended_tokens=LogNormal(median=170.0, sigma=1.36),
+    # OpenHands completion_tokens + SWE-agent assistant messages (estimate).
+    output_tokens=LogNormal(median=88.0, sigma=0.58),
+    # Counts of tool kinds over non-final turns of OpenHands + SWE-agent trajectories.
+    tool_mix={"bash": 0.51, "edit": 0.29, "view": 0.14, "search": 0.06},
+    tool_duration_s={
+        # medians: OpenHands run->observation gaps and SWE-agent execution_time; sigma widened
+        # to Continuum's 1.66 (the toy-task traces never run a test suite).
+        "bash": LogNormal(0.55, 1.66),
+        "edit": LogNormal(0.02, 2.0),  # OpenHands edit + SWE-agent edit/create/insert
+        "view": LogNormal(0.01, 1.5),  # OpenHands read + SWE-agent open
+        "search": LogNormal(0.2, 0.36),  # SWE-agent find_file
+        "submit": LogNormal(0.2, 0.34),  # SWE-agent submit
+    },
+    final_tool="submit",
+    context_window_tokens=131_072,  # a common served max_model_len (Qwen3-Coder-30B native: 262,144)
+)
+
+DE = AgentParams(
+    kind="de",
+    # median: the one Spider2 session (25 turns, stopped by its 25-round cap: a lower bound);
+    # sigma: solved so the truncated mean is KAIROS's 37 (KAIROS ran DABStep among its workloads).
+    turns=LogNormal(median=25.0, sigma=0.88),
+    max_turns=KAIROS_MAX_TURNS,
+    first_turn_tokens=LogNormal(median=1576.0, sigma=0.65),  # Spider2 turn 0 (estimate); sigma from SWE
+    appended_tokens=LogNormal(median=204.0, sigma=1.47),  # Spider2 tool messages (estimate)
+    output_tokens=LogNormal(median=98.0, sigma=0.26),  # Spider2 assistant messages (estimate)
+    tool_mix={"schema": 0.89, "sql": 0.07, "python": 0.04},  # Spider2 counts, add-one smoothed
+    tool_duration_s={
+        "schema": LogNormal(0.55, 1.66),  # Spider2 schema reads are local bash: the SWE bash fit
+        "python": LogNormal(0.55, 1.66),  # no DE timing anywhere: the SWE bash fit
+        "sql": LogNormal(0.233, 1.66),  # no SQL timing anywhere: Continuum's tool-time log-normal
+    },
+    final_tool=None,
+    context_window_tokens=131_072,
+)
+
+PARAMS: dict[str, AgentParams] = {"swe": SWE, "de": DE}
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting.
+
+# Raw tool names as importers record them (OpenHands actions, SWE-agent commands, function
+# names) -> the generator's tool kinds. Unlisted names fall back per agent kind (see
+# canonical_tool). Pseudo-actions that run nothing (think, recall, message) map to None.
+_TOOL_ALIASES: dict[str, dict[str, str | None]] = {
+    "swe": {
+        "run": "bash", "execute_bash": "bash", "bash": "bash", "cmd_run": "bash",
+        "edit": "edit", "create": "edit", "insert": "edit", "str_replace_editor": "edit",
+        "str_replace": "edit", "edit_file": "edit", "write": "edit", "set_cursors": "edit",
+        "read": "view", "open": "view", "goto": "view", "scroll_up": "view", "scroll_down": "view",
+        "view": "view", "cat": "view",
+        "find_file": "search", "search_dir": "search", "search_file": "search", "search": "search",
+        "grep": "search", "find": "search",
+        "submit": "submit", "finish": "submit",
+        "think": None, "recall": None, "message": None, "system": None,
+    },
+    "de": {
+        "execute_bash": "schema", "bash": "schema", "ls": "schema", "cat": "schema", "grep": "schema",
+        "execute_snowflake_sql": "sql", "execute_bigquery_sql": "sql", "execute_sql": "sql", "sql": "sql",
+        "python": "python", "execute_python": "python",
+        "terminate": None, "finish": None, "think": None,
+    },
+}
+_TOOL_FALLBACK = {"swe": "bash", "de": "schema"}
+
+
+def canonical_tool(kind: str, raw: str | None) -> str | None:
+    """Map a recorded tool name to a tool kind of ``kind`` (None: no real tool ran)."""
+    if raw is None:
+        return None
+    aliases = _TOOL_ALIASES.get(kind, {})
+    name = raw.strip().lower()
+    if name in aliases:
+        return aliases[name]
+    head = name.split()[0] if name.split() else name
+    return aliases.get(head, _TOOL_FALLBACK.get(kind, head))
+
+
+def fit_lognormal(samples: Iterable[float]) -> LogNormal:
+    """Maximum-likelihood log-normal over the positive samples (zeros carry no log)."""
+    x = np.asarray([s for s in samples if s > 0], dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("no positive samples to fit")
+    logs = np.log(x)
+    return LogNormal(median=float(np.exp(logs.mean())), sigma=float(logs.std()))
+
+
+def truncated_mean(median: float, sigma: float, lo: float, hi: float) -> float:
+    """Mean of a log-normal truncated to [lo, hi] (closed form via the normal CDF)."""
+    mu = math.log(median)
+    z_lo = (math.log(lo) - mu) / sigma
+    z_hi = (math.log(hi) - mu) / sigma
+    mass = _STD_NORMAL.cdf(z_hi) - _STD_NORMAL.cdf(z_lo)
+    mean = median * math.exp(sigma**2 / 2)
+    return mean * (_STD_NORMAL.cdf(sigma - z_lo) - _STD_NORMAL.cdf(sigma - z_hi)) / mass
+
+
+def sigma_for_mean(median: float, target_mean: float, lo: float, hi: float) -> float:
+    """The sigma whose log-normal (given median), truncated to [lo, hi], has ``target_mean``.
+
+    This is how the turn distribution combines the traces (which give the median but are too
+    few to show a tail) with KAIROS's reported mean. Bisection: the truncated mean rises
+    monotonically with sigma over the range that matters here.
+    """
+    a, b = 1e-3, 5.0
+    if not truncated_mean(median, a, lo, hi) < target_mean < truncated_mean(median, b, lo, hi):
+        raise ValueError(f"no sigma gives mean {target_mean} with median {median} in [{lo}, {hi}]")
+    for _ in range(200):
+        mid = (a + b) / 2
+        if truncated_mean(median, mid, lo, hi) < target_mean:
+            a = mid
+        else:
+            b = mid
+    return (a + b) / 2
+
+
+@dataclass
+class TraceSamples:
+    """Per-kind samples pulled out of imported workloads, kept for the fit and its report."""
+
+    turns: list[int] = field(default_factory=list)
+    first_turn_tokens: list[int] = field(default_factory=list)
+    appended_tokens: list[int] = field(default_factory=list)
+    output_tokens: list[int] = field(default_factory=list)
+    tool_counts: dict[str, int] = field(default_factory=dict)
+    tool_durations_s: dict[str, list[float]] = field(default_factory=dict)
+    sources: set[str] = field(default_factory=set)
+
+
+def collect_samples(kind: str, workloads: Sequence[Workload]) -> TraceSamples:
+    """Pool turns of every session of ``kind`` (a session counts once per turn it has)."""
+    out = TraceSamples()
+    for wl in workloads:
+        for s in wl.sessions:
+            if s.agent_kind != kind or not s.turns:
+                continue
+            out.sources.add(s.source.split(":")[0] if s.source else "unknown")
+            out.turns.append(len(s.turns))
+            out.first_turn_tokens.append(s.turns[0].appended_tokens)
+            out.appended_tokens.extend(t.appended_tokens for t in s.turns[1:])
+            out.output_tokens.extend(t.output_tokens for t in s.turns)
+            for i, t in enumerate(s.turns):
+                tool = canonical_tool(kind, t.tool_name)
+                if tool is None:
+                    continue
+                last = i == len(s.turns) - 1
+                if not last or tool == "submit":
+                    out.tool_counts[tool] = out.tool_counts.get(tool, 0) + 1
+                if t.tool_duration_s > 0 and (not last or tool == "submit"):
+                    out.tool_durations_s.setdefault(tool, []).append(t.tool_duration_s)
+    return out
+
+
+def _mix(counts: Mapping[str, int], tools: Sequence[str]) -> dict[str, float]:
+    """Add-one smoothed shares over ``tools``, so a tool the thin traces never show still occurs."""
+    total = sum(counts.get(t, 0) + 1 for t in tools)
+    return {t: round((counts.get(t, 0) + 1) / total, 4) for t in tools}
+
+
+def fit_from_workloads(workloads_by_kind: Mapping[str, Sequence[Workload]], *,
+                       base: Mapping[str, AgentParams] = PARAMS) -> dict[str, AgentParams]:
+    """Re-derive ``PARAMS`` from imported trace workloads; anchors come from ``base``.
+
+    ``base`` supplies what no trace can: max turns, the final tool, the context window, and
+    the fallbacks for tools never timed. Returns unrounded parameters.
+    """
+    fitted: dict[str, AgentParams] = {}
+    swe_bash: LogNormal | None = None
+    continuum_sigma = math.sqrt(math.log(1 + (CONTINUUM_TOOL_S[1] / CONTINUUM_TOOL_S[0]) ** 2))
+    continuum = LogNormal(CONTINUUM_TOOL_S[0] / math.exp(continuum_sigma**2 / 2), continuum_sigma)
+    for kind in ("swe", "de"):
+        b = base[kind]
+        smp = collect_samples(kind, workloads_by_kind.get(kind, ()))
+        if not smp.turns:
+            raise UsageError(f"no '{kind}' sessions among the imported traces: nothing to fit")
+        t_med = fit_lognormal(smp.turns).median
+        first = fit_lognormal(smp.first_turn_tokens)
+        if len(smp.first_turn_tokens) < 3 and swe_bash is not None:
+            first = LogNormal(first.median, fitted["swe"].first_turn_tokens.sigma)
+        tools = [t for t in b.tool_mix]
+        durations: dict[str, LogNormal] = {}
+        for tool in [*tools, *([b.final_tool] if b.final_tool else [])]:
+            samples = smp.tool_durations_s.get(tool, [])
+            if len(samples) >= 2:
+                d = fit_lognormal(samples)
+                if tool == "bash":  # toy-task traces show no tail: widen to Continuum's sigma
+                    d = LogNormal(d.median, max(d.sigma, continuum_sigma))
+            elif tool == "sql":
+                d = continuum
+            elif swe_bash is not None:
+                d = swe_bash
+            else:
+                d = b.tool_duration_s[tool]
+            durations[tool] = d
+        params = replace(
+            b,
+            turns=LogNormal(t_med, sigma_for_mean(t_med, KAIROS_MEAN_TURNS, 0.5, b.max_turns + 0.5)),
+            first_turn_tokens=first,
+            appended_tokens=fit_lognormal(smp.appended_tokens),
+            output_tokens=fit_lognormal(smp.output_tokens),
+            tool_mix=_mix(smp.tool_counts, tools),
+            tool_duration_s=durations,
+        )
+        fitted[kind] = params
+        if kind == "swe":
+            swe_bash = durations["bash"]
+    return fitted
