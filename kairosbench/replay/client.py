@@ -1,0 +1,260 @@
+"""The lean aiohttp streaming client: one POST, the SSE bytes fed to the parser, faults as data.
+
+Every fault becomes a ``StreamOutcome`` with a ``status`` (never an exception to the caller,
+except cancellation, which is re-raised after the outcome is filled in):
+
+    ok          a complete stream ([DONE] or a finish_reason)
+    connect     connection refused / DNS / connect timeout              retryable
+    reset       connection reset or closed mid-response                 retryable
+    http        non-200 answer (``http_status``); 429, 408 and 5xx      retryable, other 4xx not
+    stall       no bytes for ``idle_timeout_s`` after the first token,
+                or no first token within ``first_token_timeout_s``      retryable
+    timeout     the whole request past ``total_timeout_s``              retryable
+    truncated   the stream ended without [DONE] or a finish_reason      retryable
+    malformed   bytes that are not an OpenAI SSE stream                 not retryable
+    error       the server sent an error event inside the stream        not retryable
+    cancelled   the run stopped (duration reached, Ctrl-C) mid-request  —
+
+Stalls are detected by one watchdog task that sweeps in-flight requests every
+``min(1 s, timeout / 4)`` (so a stall is declared up to that much late), instead of a timer
+per read: a per-read ``asyncio.wait_for`` would cost more than parsing the chunk. aiohttp's
+own ``sock_read`` timeout is not used because it cannot tell a queued request (no bytes yet,
+maybe held by a gateway's admission control) from a stalled stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from kairosbench.clock import now_ns
+from kairosbench.errors import EndpointError
+from kairosbench.replay.endpoint import rejected_parameter
+from kairosbench.replay.sse import MalformedStream, SSEParser
+
+__all__ = ["StreamClient", "StreamOutcome", "ClientTimeouts", "RETRYABLE_STATUSES", "classify_exception"]
+
+RETRYABLE_STATUSES = frozenset({"connect", "reset", "stall", "timeout", "truncated"})
+_RETRYABLE_HTTP = frozenset({408, 429, 500, 502, 503, 504})
+
+# monotonic ns -> run-clock ns (kairosbench.clock.now_ns is anchor_wall + mono - anchor_mono)
+_MONO_TO_RUN_NS = now_ns() - time.monotonic_ns()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTimeouts:
+    """Seconds; None disables. Defaults suit agent turns with queueing in front of the engine."""
+
+    connect_s: float | None = 10.0
+    first_token_s: float | None = None  # no first token in this long: stall (None: only total)
+    idle_s: float | None = 60.0  # between tokens after the first
+    total_s: float | None = 1800.0
+
+
+@dataclass(slots=True)
+class StreamOutcome:
+    """What one request did; filled in progressively, so a cancelled request still has it."""
+
+    status: str = "pending"
+    error: str | None = None
+    http_status: int | None = None
+    retryable: bool = False
+    t_start_ns: int = 0
+    t_end_ns: int = 0
+    parser: SSEParser | None = None
+    rejected_parameter: str | None = None  # a 400/422 naming a parameter we may drop
+    last_ns: int = 0  # last byte (run clock ns); the watchdog reads it
+    stalled: str | None = None  # set by the watchdog before it cancels the request
+
+    @property
+    def t_first_token_ns(self) -> int | None:
+        p = self.parser
+        return p.chunk_ns[0] if p is not None and p.chunk_ns else None
+
+
+def classify_exception(exc: BaseException) -> tuple[str, bool, str]:
+    """Map a transport exception to (status, retryable, message): the one translation table."""
+    msg = f"{type(exc).__name__}: {exc}"[:300]
+    if isinstance(exc, MalformedStream):
+        return "malformed", False, f"malformed SSE: {exc}"[:300]
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        return "connect", True, msg
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionResetError, ConnectionResetError)):
+        return "reset", True, msg
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "timeout", True, msg
+    if isinstance(exc, (aiohttp.ClientOSError, aiohttp.ServerConnectionError, OSError)):
+        return "reset", True, msg
+    if isinstance(exc, aiohttp.ClientError):
+        return "client", False, msg
+    return "client", False, msg
+
+
+@dataclass
+class _Inflight:
+    outcome: StreamOutcome
+    task: asyncio.Task[Any]
+
+
+class StreamClient:
+    """One aiohttp session for the whole run (connection reuse, unlimited pool)."""
+
+    def __init__(self, timeouts: ClientTimeouts = ClientTimeouts(), *, headers: dict[str, str] | None = None, strict_sse: bool = False) -> None:
+        self.timeouts = timeouts
+        self.strict_sse = strict_sse
+        self._headers = dict(headers or {})
+        self._session: aiohttp.ClientSession | None = None
+        self._inflight: dict[int, _Inflight] = {}
+        self._watchdog: asyncio.Task[None] | None = None
+        self._next_id = 0
+
+    async def __aenter__(self) -> "StreamClient":
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=False)
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream", "Accept-Encoding": "identity"}
+        headers.update(self._headers)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=self.timeouts.total_s, sock_connect=self.timeouts.connect_s),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            read_bufsize=1 << 16,
+        )
+        if self.timeouts.idle_s or self.timeouts.first_token_s:
+            self._watchdog = asyncio.create_task(self._watch(), name="kairosbench-stall-watchdog")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            try:
+                await self._watchdog
+            except asyncio.CancelledError:
+                pass
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("StreamClient used outside 'async with'")
+        return self._session
+
+    # -- streaming ------------------------------------------------------------------------
+    async def stream(self, url: str, body: bytes, headers: dict[str, str], outcome: StreamOutcome, *, count_words: bool) -> StreamOutcome:
+        """POST ``body`` and consume the SSE reply into ``outcome`` (filled in as it goes)."""
+        parser = SSEParser(count_words=count_words, strict=self.strict_sse)
+        outcome.parser = parser
+        rid = self._next_id = self._next_id + 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight[rid] = _Inflight(outcome, task)
+        mono = time.monotonic_ns
+        offset = _MONO_TO_RUN_NS
+        outcome.t_start_ns = outcome.last_ns = mono() + offset
+        try:
+            async with self.session.post(url, data=body, headers=headers) as resp:
+                outcome.http_status = resp.status
+                if resp.status != 200:
+                    text = (await resp.content.read(65536)).decode("utf-8", "replace")
+                    outcome.status = "http"
+                    outcome.retryable = resp.status in _RETRYABLE_HTTP
+                    outcome.error = f"HTTP {resp.status}: {_error_text(text)}"[:500]
+                    outcome.rejected_parameter = rejected_parameter(resp.status, text)
+                    return outcome
+                ctype = resp.headers.get("Content-Type", "")
+                if ctype and "event-stream" not in ctype:
+                    text = (await resp.content.read(4096)).decode("utf-8", "replace")
+                    raise MalformedStream(f"expected text/event-stream, got {ctype!r}: {text[:200]!r}")
+                content = resp.content
+                feed = parser.feed
+                while True:
+                    data = await content.readany()
+                    if not data:
+                        break
+                    t = mono() + offset
+                    outcome.last_ns = t
+                    feed(data, t)
+                parser.close(mono() + offset)
+            if parser.error is not None:
+                outcome.status, outcome.error = "error", f"server error event: {parser.error}"
+            elif parser.done or parser.finish_reason is not None:
+                outcome.status = "ok"
+            else:
+                outcome.status, outcome.retryable = "truncated", True
+                outcome.error = "stream ended without [DONE] or a finish_reason"
+        except asyncio.CancelledError:
+            if outcome.stalled is not None and task.cancelling() <= 1:
+                task.uncancel()
+                outcome.status, outcome.retryable, outcome.error = "stall", True, outcome.stalled
+            else:
+                outcome.status, outcome.error = "cancelled", "run stopped mid-request"
+                raise
+        except Exception as exc:  # every transport/protocol fault is data
+            outcome.status, outcome.retryable, outcome.error = classify_exception(exc)
+        finally:
+            outcome.t_end_ns = mono() + offset
+            del self._inflight[rid]
+        return outcome
+
+    async def _watch(self) -> None:
+        idle = self.timeouts.idle_s
+        first = self.timeouts.first_token_s
+        period = min(1.0, min(x for x in (idle, first) if x) / 4)
+        while True:
+            await asyncio.sleep(period)
+            t = now_ns()
+            for flight in list(self._inflight.values()):
+                o = flight.outcome
+                if o.stalled is not None:
+                    continue
+                started = o.parser is not None and bool(o.parser.chunk_ns)
+                if started and idle and t - o.last_ns > idle * 1e9:
+                    o.stalled = f"stalled: no bytes for {idle:g} s after token {len(o.parser.chunk_ns) if o.parser else 0}"
+                elif not started and first and t - o.t_start_ns > first * 1e9:
+                    o.stalled = f"stalled: no first token within {first:g} s"
+                else:
+                    continue
+                flight.task.cancel()
+
+    # -- small JSON calls (discovery, /tokenize) -------------------------------------------
+    async def get_json(self, url: str, *, timeout_s: float = 10.0) -> Any:
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                text = await resp.text()
+                if resp.status != 200:
+                    raise EndpointError(f"GET {url}: HTTP {resp.status}: {_error_text(text)}")
+                return json.loads(text)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise EndpointError(f"GET {url}: {classify_exception(exc)[2]}") from exc
+
+    async def post_json(self, url: str, payload: dict[str, Any], *, timeout_s: float = 30.0) -> Any:
+        try:
+            async with self.session.post(url, data=json.dumps(payload).encode(), timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                text = await resp.text()
+                if resp.status != 200:
+                    raise EndpointError(f"POST {url}: HTTP {resp.status}: {_error_text(text)}")
+                return json.loads(text)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise EndpointError(f"POST {url}: {classify_exception(exc)[2]}") from exc
+
+
+def _error_text(text: str) -> str:
+    """The message of an OpenAI-style error body, else the body itself (shortened)."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text.strip()[:300]
+    if isinstance(obj, dict):
+        err = obj.get("error", obj)
+        if isinstance(err, dict):
+            return str(err.get("message") or err.get("detail") or err)[:300]
+        if isinstance(obj.get("detail"), (str, list)):
+            return str(obj["detail"])[:300]
+        return str(err)[:300]
+    return str(obj)[:300]

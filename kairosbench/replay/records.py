@@ -1,0 +1,204 @@
+"""The run directory's tables (requests, sessions) and their crash-safe incremental writer.
+
+Columns are declared once, with unit and meaning, and both the Parquet schema (with the
+units in the file's key-value metadata) and docs/replay.md come from these declarations.
+
+Crash safety. A Parquet file is readable only once its footer is written, so one long-lived
+``ParquetWriter`` loses *everything* on SIGKILL. Instead, rows are buffered and flushed every
+``flush_s`` seconds or ``flush_rows`` rows as a complete small Parquet file,
+``<table>.parts/part-NNNNNN.parquet``. On every exit path the runner controls (completion,
+Ctrl-C, SIGTERM, an exception) the parts are compacted into ``<table>.parquet`` and removed.
+After a SIGKILL or power loss the parts stay, each one readable, losing at most the last flush
+interval; ``read_table(run_dir, name)`` reads either form, and ``compact_parts`` finishes the
+job later. ``pandas.read_parquet("<table>.parts")`` and duckdb
+``read_parquet('<table>.parts/*.parquet')`` read the parts directly too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kairosbench.clock import now_ns
+
+__all__ = [
+    "Column",
+    "REQUEST_COLUMNS",
+    "SESSION_COLUMNS",
+    "SCHEMA_VERSION",
+    "schema_of",
+    "PartWriter",
+    "read_table",
+    "compact_parts",
+]
+
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: pa.DataType
+    unit: str
+    doc: str
+
+
+REQUEST_COLUMNS: tuple[Column, ...] = (
+    Column("session_id", pa.string(), "", "agent id as sent (X-Kairosbench-Agent, OpenAI user)"),
+    Column("agent_kind", pa.string(), "", "swe, de, ... from the workload"),
+    Column("turn_index", pa.int32(), "", "0-based turn of the session"),
+    Column("attempt", pa.int32(), "", "0 for the first try, +1 per retry"),
+    Column("endpoint", pa.string(), "", "base URL the request went to"),
+    Column("t_planned_ns", pa.int64(), "ns", "when the plan wanted it sent (run clock, Unix epoch)"),
+    Column("t_start_ns", pa.int64(), "ns", "request sent (run clock)"),
+    Column("t_first_token_ns", pa.int64(), "ns", "first token-bearing chunk received; null if none"),
+    Column("t_end_ns", pa.int64(), "ns", "response complete or failed"),
+    Column("sched_lag_s", pa.float64(), "s", "t_start - t_planned: how late it went out"),
+    Column("ttft_s", pa.float64(), "s", "time to first token"),
+    Column("itl_mean_s", pa.float64(), "s", "mean per-token inter-token latency (= tpot_s)"),
+    Column("itl_p50_s", pa.float64(), "s", "median per-token gap (multi-token chunks split, docs)"),
+    Column("itl_p99_s", pa.float64(), "s", "99th percentile per-token gap"),
+    Column("tpot_s", pa.float64(), "s", "(t_last_token - t_first_token) / (output_tokens - 1)"),
+    Column("e2e_s", pa.float64(), "s", "t_end - t_start"),
+    Column("prompt_tokens_expected", pa.int64(), "tokens", "prompt size the trace asks for"),
+    Column("prompt_tokens_sent", pa.int64(), "tokens", "prompt size as kairosbench counted it"),
+    Column("prompt_tokens", pa.int64(), "tokens", "server-reported usage.prompt_tokens; null if not sent"),
+    Column("output_tokens_expected", pa.int64(), "tokens", "trace output length (= max_tokens)"),
+    Column("output_tokens", pa.int64(), "tokens", "server usage.completion_tokens, else counted"),
+    Column("output_tokens_counted", pa.int64(), "tokens", "tokens counted from the stream itself"),
+    Column("chunks", pa.int32(), "", "token-bearing SSE events received"),
+    Column("finish_reason", pa.string(), "", "stop, length, ... as the server sent it"),
+    Column("status", pa.string(), "", "ok | connect | reset | http | stall | timeout | truncated | malformed | error | cancelled | client"),
+    Column("error", pa.string(), "", "the cause, for any status but ok"),
+    Column("http_status", pa.int32(), "", "HTTP status code; null if no response"),
+    Column("eos_control", pa.string(), "", "ignore_eos | min_tokens | none: how output length was held"),
+)
+
+SESSION_COLUMNS: tuple[Column, ...] = (
+    Column("session_id", pa.string(), "", "agent id as sent"),
+    Column("workload_session_id", pa.string(), "", "the workload's id (differs when cycling)"),
+    Column("agent_kind", pa.string(), "", "swe, de, ..."),
+    Column("endpoint", pa.string(), "", "base URL the session was pinned to"),
+    Column("t_arrival_ns", pa.int64(), "ns", "planned arrival (run clock)"),
+    Column("t_start_ns", pa.int64(), "ns", "first request sent; null if none"),
+    Column("t_finish_ns", pa.int64(), "ns", "last reply received, or when it was abandoned / cut"),
+    Column("turns_done", pa.int32(), "", "turns completed"),
+    Column("turns_total", pa.int32(), "", "turns in the workload session"),
+    Column("requests", pa.int32(), "", "requests sent, retries included"),
+    Column("output_tokens", pa.int64(), "tokens", "output tokens received over all requests"),
+    Column("llm_time_s", pa.float64(), "s", "sum of request e2e times (time spent waiting on the LLM)"),
+    Column("output_tok_s", pa.float64(), "tokens/s", "output_tokens / llm_time_s: the per-agent throughput"),
+    Column("status", pa.string(), "", "completed | abandoned | unfinished (cut by duration or stop)"),
+    Column("error", pa.string(), "", "why it was abandoned"),
+)
+
+
+def schema_of(columns: Sequence[Column], table: str) -> pa.Schema:
+    meta = {
+        "kairosbench.table": table,
+        "kairosbench.schema_version": SCHEMA_VERSION,
+        "kairosbench.units": json.dumps({c.name: c.unit for c in columns if c.unit}),
+    }
+    return pa.schema([pa.field(c.name, c.type) for c in columns], metadata=meta)
+
+
+class PartWriter:
+    """Buffer rows (tuples in column order); flush them as numbered part files; compact at the end."""
+
+    def __init__(self, path: Path, columns: Sequence[Column], *, flush_rows: int = 5000, flush_s: float = 2.0) -> None:
+        self.path = Path(path)
+        self.name = self.path.stem
+        self.columns = tuple(columns)
+        self.schema = schema_of(self.columns, self.name)
+        self.parts_dir = self.path.with_name(self.name + ".parts")
+        self.flush_rows = flush_rows
+        self.flush_s = flush_s
+        self._rows: list[tuple[Any, ...]] = []
+        self._next_part = 0
+        self._last_flush_ns = now_ns()
+        self.rows_written = 0
+
+    def append(self, row: tuple[Any, ...]) -> None:
+        self._rows.append(row)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def due(self) -> bool:
+        return bool(self._rows) and (len(self._rows) >= self.flush_rows or now_ns() - self._last_flush_ns >= self.flush_s * 1e9)
+
+    def take(self) -> pa.Table | None:
+        """The buffered rows as a table (and the buffer emptied); None if empty."""
+        self._last_flush_ns = now_ns()
+        if not self._rows:
+            return None
+        rows, self._rows = self._rows, []
+        cols = list(zip(*rows))
+        arrays = [pa.array(col, type=c.type) for col, c in zip(cols, self.columns)]
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def write_part(self, table: pa.Table) -> Path:
+        """Write one complete Parquet part (atomically: temp file then rename)."""
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        self._next_part += 1
+        final = self.parts_dir / f"part-{self._next_part:06d}.parquet"
+        tmp = final.with_suffix(".tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, final)
+        self.rows_written += table.num_rows
+        return final
+
+    def flush(self) -> None:
+        table = self.take()
+        if table is not None:
+            self.write_part(table)
+
+    def finalize(self) -> Path:
+        """Flush, compact all parts into ``path`` and remove them. Idempotent."""
+        self.flush()
+        return compact_parts(self.path, self.schema)
+
+
+def compact_parts(path: Path, schema: pa.Schema | None = None) -> Path:
+    """Merge ``<name>.parts/*.parquet`` (and an existing ``<name>.parquet``) into ``path``."""
+    path = Path(path)
+    parts_dir = path.with_name(path.stem + ".parts")
+    parts = sorted(parts_dir.glob("part-*.parquet")) if parts_dir.is_dir() else []
+    if not parts and path.exists():
+        return path
+    tables = [pq.read_table(path)] if path.exists() else []
+    tables += [pq.read_table(p) for p in parts]
+    if tables:
+        table = pa.concat_tables(tables, promote_options="default")
+        if schema is not None:
+            table = table.replace_schema_metadata(schema.metadata)
+    elif schema is not None:
+        table = schema.empty_table()
+    else:
+        return path
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    if parts_dir.is_dir():
+        shutil.rmtree(parts_dir)
+    return path
+
+
+def read_table(run_dir: str | Path, name: str) -> pa.Table:
+    """``<run_dir>/<name>.parquet``, plus any parts a killed run left behind."""
+    run_dir = Path(run_dir)
+    path = run_dir / f"{name}.parquet"
+    parts_dir = run_dir / f"{name}.parts"
+    tables = [pq.read_table(path)] if path.exists() else []
+    if parts_dir.is_dir():
+        tables += [pq.read_table(p) for p in sorted(parts_dir.glob("part-*.parquet"))]
+    if not tables:
+        raise FileNotFoundError(f"{run_dir}: no {name}.parquet or {name}.parts/")
+    return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
