@@ -7,10 +7,13 @@ the result with rich. Errors are raised as ``KairosbenchError`` and printed by t
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.table import Table
 
 from kairosbench.errors import UsageError, WorkloadError
 from kairosbench.workload.generate import ARRIVALS, KINDS, GenerateSpec, generate
@@ -22,7 +25,10 @@ __all__ = ["workload"]
 
 
 def _console() -> Console:
-    return Console(soft_wrap=False)
+    """stdout console; when piped (no terminal, no COLUMNS) wide enough for the stats tables."""
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console(soft_wrap=False)
+    return Console(soft_wrap=False, width=160)
 
 
 @click.group()
@@ -136,3 +142,26 @@ def _importers():  # type: ignore[no-untyped-def]
     except ImportError as exc:
         raise UsageError(f"the trace importers are not available in this installation ({exc})") from exc
     return FORMATS, import_source
+
+
+@workload.command("fit")
+@click.option("--traces", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="The traces directory (holding raw/...), e.g. ../shared/traces.")
+@click.option("--json", "as_json", is_flag=True, help="Print the refitted parameters as JSON.")
+def fit_cmd(traces: Path, as_json: bool) -> None:
+    """Refit the generator's parameters to the real traces; compare with those in the code."""
+    from kairosbench.workload.fit import PARAMS, compare, fit_from_workloads, import_fit_corpus
+
+    console = _console()
+    with console.status(f"importing and fitting {traces}"):
+        fitted = fit_from_workloads(import_fit_corpus(traces))
+    if as_json:
+        click.echo(json.dumps({k: p.to_json() for k, p in fitted.items()}, indent=2))
+        return
+    table = Table(title="Generator parameters: in the code vs refitted to the traces", title_justify="left")
+    for col in ("kind", "parameter", "in code", "refitted", "difference"):
+        table.add_column(col, justify="left" if col in ("kind", "parameter") else "right")
+    for kind, name, stored, refit in compare(PARAMS, fitted):
+        diff = (stored - refit) / refit if refit else 0.0
+        table.add_row(kind, name, f"{stored:.4g}", f"{refit:.4g}", f"{diff:+.1%}")
+    console.print(table)

@@ -35,23 +35,41 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
 class Problems:
-    """Collects workload problems: raise the first (``fail_fast``) or keep ``limit`` and count all."""
+    """Collects workload problems: raise the first (``fail_fast``) or keep the ``limit`` first in
+    file order and count all."""
 
     def __init__(self, *, fail_fast: bool, limit: int = 20) -> None:
         self.fail_fast = fail_fast
         self.limit = limit
-        self.items: list[WorkloadError] = []
         self.count = 0
+        self._items: list[WorkloadError] = []
+        self._seen: set[tuple[object, ...]] = set()
 
     def add(self, err: WorkloadError) -> None:
+        """Record ``err``; a second problem for the same place and field is dropped (the first
+        is the cause: a value of the wrong type is not also reported as missing)."""
         if self.fail_fast:
             raise err
+        key = (err.path, err.line, err.row, err.field)
+        if key in self._seen and (err.line is not None or err.row is not None):
+            return
+        self._seen.add(key)
         self.count += 1
-        if len(self.items) < self.limit:
-            self.items.append(err)
+        self._items.append(err)
+        if len(self._items) > 4 * self.limit:  # bounded memory on files where every row is bad
+            self._items = self.items
+
+    @property
+    def items(self) -> list[WorkloadError]:
+        """The first ``limit`` problems in file order (whole-file problems first)."""
+        return sorted(self._items, key=_place)[: self.limit]
 
     def __bool__(self) -> bool:
         return self.count > 0
+
+
+def _place(err: WorkloadError) -> tuple[int, int]:
+    return (err.line if err.line is not None else -1, err.row if err.row is not None else -1)
 
 
 @dataclass
@@ -140,7 +158,8 @@ def _check_meta(raw: dict[str, Any], cols: Columns, problems: Problems, where: i
 def _read_parquet(p: Path, name: str, problems: Problems) -> Columns | None:
     try:
         table = pq.read_table(p)
-    except (pa.ArrowException, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001  untrusted bytes: any parser failure is a bad file
+
         problems.add(WorkloadError(f"cannot read as Parquet ({exc}); the file may be truncated or corrupt", path=name))
         return None
     cols = Columns(path=name, n_rows=table.num_rows)
@@ -207,9 +226,13 @@ def _read_jsonl(p: Path, name: str, problems: Problems) -> Columns | None:
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
-                except ValueError as exc:
-                    problems.add(WorkloadError(f"not valid JSON ({exc.args[0] if exc.args else exc})", path=name, line=lineno))
+                    obj = json.loads(line.strip())
+                except json.JSONDecodeError as exc:
+                    problems.add(WorkloadError(f"not valid JSON ({exc.msg} at column {exc.colno})", path=name, line=lineno))
+                    first = False
+                    continue
+                except RecursionError:
+                    problems.add(WorkloadError("not valid JSON (nested too deeply)", path=name, line=lineno))
                     first = False
                     continue
                 if not isinstance(obj, dict):
@@ -226,7 +249,7 @@ def _read_jsonl(p: Path, name: str, problems: Problems) -> Columns | None:
                 rows.append(obj)
                 lines.append(lineno)
     except UnicodeDecodeError as exc:
-        problems.add(WorkloadError(f"not UTF-8 text ({exc.reason} at byte {exc.start}); neither Parquet nor JSONL", path=name))
+        problems.add(WorkloadError(f"not UTF-8 text ({exc.reason}); neither Parquet nor JSONL", path=name))
         return None
     cols.n_rows = len(rows)
     cols.lines = np.asarray(lines, dtype=np.int64)
@@ -246,6 +269,9 @@ def _jsonl_column(spec: ColumnSpec, rows: list[dict[str, Any]], cols: Columns, p
         if spec.name not in row:
             if spec.required:
                 problems.add(cols.error(i, spec.name, "missing (every turn line needs it)"))
+            elif spec.default is not None:  # an optional key left out takes its default
+                values[i] = spec.default
+                continue
             nulls[i] = True
             if is_obj:
                 values[i] = None

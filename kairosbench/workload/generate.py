@@ -60,7 +60,6 @@ TRACE_SOURCES = (
 )
 
 _KIND_VOCAB = ("swe", "de")
-_TOOL_VOCAB = tuple(dict.fromkeys(t for p in PARAMS.values() for t in [*p.tool_mix, *([p.final_tool] if p.final_tool else [])]))
 
 ArrivalGaps = Callable[[np.random.Generator, int], np.ndarray]
 
@@ -180,18 +179,19 @@ def generate(spec: GenerateSpec, params: dict[str, AgentParams] | None = None) -
     else:
         kind_of = np.full(n, spec.kind)
 
+    tool_vocab = tuple(dict.fromkeys(t for p in params.values() for t in [*p.tool_mix, *([p.final_tool] if p.final_tool else [])]))
     parts: list[dict[str, np.ndarray]] = []
     compressed = 0
     for kind in ("swe", "de"):
         idx = np.flatnonzero(kind_of == kind)
         if idx.size:
-            rows, c = _draw_kind(spec, params[kind], idx, arrival[idx])
+            rows, c = _draw_kind(spec, params[kind], idx, arrival[idx], tool_vocab)
             parts.append(rows)
             compressed += c
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((cols["turn_index"], cols["session"]))  # sessions in arrival order
     cols = {k: v[order] for k, v in cols.items()}
-    table = _to_table(cols, kind_of)
+    table = _to_table(cols, kind_of, tool_vocab)
     kinds = {k: int((kind_of == k).sum()) for k in ("swe", "de") if (kind_of == k).any()}
     meta = {
         "name": spec.name,
@@ -209,7 +209,8 @@ def generate(spec: GenerateSpec, params: dict[str, AgentParams] | None = None) -
     return GenerationResult(table=table, meta=meta, compressed_sessions=compressed, kinds=kinds)
 
 
-def _draw_kind(spec: GenerateSpec, p: AgentParams, session_idx: np.ndarray, arrival: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
+def _draw_kind(spec: GenerateSpec, p: AgentParams, session_idx: np.ndarray, arrival: np.ndarray,
+               tool_vocab: tuple[str, ...]) -> tuple[dict[str, np.ndarray], int]:
     """All rows of the sessions of one agent kind, plus how many were compressed to the window."""
     seed, k = spec.seed, p.kind
     n = session_idx.size
@@ -250,15 +251,15 @@ def _draw_kind(spec: GenerateSpec, p: AgentParams, session_idx: np.ndarray, arri
     tools = list(p.tool_mix)
     probs = np.array([p.tool_mix[t] for t in tools], dtype=np.float64)
     tool_idx = _rng(seed, f"{k}/tool").choice(len(tools), size=total, p=probs / probs.sum())
-    # Tool names as codes into _TOOL_VOCAB (-1: no tool), so the table is built without
+    # Tool names as codes into tool_vocab (-1: no tool), so the table is built without
     # per-row Python strings.
-    vocab = np.array([_TOOL_VOCAB.index(t) for t in tools], dtype=np.int16)
+    vocab = np.array([tool_vocab.index(t) for t in tools], dtype=np.int16)
     tool_code = vocab[tool_idx]
     duration = np.zeros(total)
     for j, t in enumerate(tools):
         rows = np.flatnonzero((tool_idx == j) & ~last)
         duration[rows] = p.tool_duration_s[t].sample(_rng(seed, f"{k}/duration/{t}"), rows.size)
-    tool_code[last] = -1 if p.final_tool is None else _TOOL_VOCAB.index(p.final_tool)
+    tool_code[last] = -1 if p.final_tool is None else tool_vocab.index(p.final_tool)
     last_rows = np.flatnonzero(last)
     if p.final_tool is not None:
         duration[last_rows] = p.tool_duration_s[p.final_tool].sample(_rng(seed, f"{k}/duration/{p.final_tool}"), last_rows.size)
@@ -280,7 +281,7 @@ def _draw_kind(spec: GenerateSpec, p: AgentParams, session_idx: np.ndarray, arri
     return rows, int(over.sum())
 
 
-def _to_table(c: dict[str, np.ndarray], kind_of: np.ndarray) -> pa.Table:
+def _to_table(c: dict[str, np.ndarray], kind_of: np.ndarray, tool_vocab: tuple[str, ...]) -> pa.Table:
     """Columns → Arrow: strings as dictionary arrays over tiny vocabularies, decoded in C++."""
     total = c["session"].size
     session_ids = pa.array([f"{k}-{i:06d}" for i, k in enumerate(kind_of.tolist())], pa.string())
@@ -300,7 +301,7 @@ def _to_table(c: dict[str, np.ndarray], kind_of: np.ndarray) -> pa.Table:
         "prompt_tokens": pa.array(c["prompt_tokens"], pa.int64()),
         "appended_tokens": pa.array(c["appended_tokens"], pa.int64()),
         "output_tokens": pa.array(c["output_tokens"], pa.int64()),
-        "tool_name": decoded(np.maximum(tool_code, 0), list(_TOOL_VOCAB), mask=tool_code < 0),
+        "tool_name": decoded(np.maximum(tool_code, 0), list(tool_vocab), mask=tool_code < 0),
         "tool_duration_s": pa.array(c["tool_duration_s"], pa.float64()),
         "text": nulls,
         "output_text": nulls,

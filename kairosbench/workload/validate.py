@@ -76,8 +76,7 @@ def validate_file(path: str | Path, *, max_problems: int = DEFAULT_MAX_PROBLEMS)
         n_turns = cols.n_rows
         if "session_id" in cols.values:
             n_sessions = int(pd.unique(cols.values["session_id"]).size)
-    ordered = sorted(problems.items, key=lambda e: (e.line if e.line is not None else -1, e.row if e.row is not None else -1))
-    return ValidationReport(str(path), ordered, problems.count, n_sessions, n_turns)
+    return ValidationReport(str(path), problems.items, problems.count, n_sessions, n_turns)
 
 
 def check_columns(cols: Columns, problems: Problems) -> bool:
@@ -102,6 +101,11 @@ def check_columns(cols: Columns, problems: Problems) -> bool:
         _check_turn_order(cols, problems)
         _check_context_growth(cols, problems)
     return problems.count == before
+
+
+def _show(v: object) -> str:
+    """A value as the user wrote it: numpy scalars shown as plain Python values."""
+    return repr(v.item() if isinstance(v, np.generic) else v)
 
 
 def _rows(mask: np.ndarray) -> np.ndarray:
@@ -153,12 +157,15 @@ def _check_strings(cols: Columns, problems: Problems) -> None:
         v = cols.values["token_count_method"]
         unknown = ~cols.nulls["token_count_method"] & ~np.isin(v, TOKEN_COUNT_METHODS)
         for i in _rows(unknown):
-            problems.add(cols.error(i, "token_count_method", f"{v[i]!r} is not one of {', '.join(TOKEN_COUNT_METHODS)}"))
+            problems.add(cols.error(i, "token_count_method", f"{_show(v[i])} is not one of {', '.join(TOKEN_COUNT_METHODS)}"))
     text, nulls = cols.values.get("text"), cols.nulls.get("text")
     if text is not None and nulls is not None:
         for i in _rows(~nulls):
             try:
                 parsed = json.loads(text[i])
+            except RecursionError:
+                problems.add(cols.error(i, "text", "is not JSON (nested too deeply)"))
+                continue
             except ValueError as exc:
                 problems.add(cols.error(i, "text", f"is not JSON ({exc.args[0] if exc.args else exc}); expected a JSON list of messages"))
                 continue
@@ -183,7 +190,7 @@ def _check_sessions(cols: Columns, problems: Problems) -> None:
         differs = v != v[first_row]
         for i in _rows(differs):
             sid = cols.values["session_id"][i]
-            problems.add(cols.error(i, name, f"{v[i]!r} differs from {v[first_row[i]]!r} on the first row of session {sid!r}; "
+            problems.add(cols.error(i, name, f"{_show(v[i])} differs from {_show(v[first_row[i]])} on the first row of session {sid!r}; "
                                              "session columns must repeat unchanged (or the session id is reused)"))
 
 
