@@ -66,8 +66,11 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: the only place that turns errors into exit codes."""
+    rc = 0
     try:
-        cli.main(args=argv, prog_name="kairosbench", standalone_mode=False, auto_envvar_prefix="KAIROSBENCH")
+        result = cli.main(args=argv, prog_name="kairosbench", standalone_mode=False, auto_envvar_prefix="KAIROSBENCH")
+        # non-standalone click returns (not raises) the code of a `ctx.exit(n)` / `Exit(n)`
+        rc = result if isinstance(result, int) and not isinstance(result, bool) else 0
     except KairosbenchError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    sys.exit(0)
+    sys.exit(rc)
 
 
 if __name__ == "__main__":

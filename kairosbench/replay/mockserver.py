@@ -61,6 +61,7 @@ class MockBehavior:
     record: bool = False  # keep every received body (parsed) in ``received``
     received: list[dict[str, Any]] = field(default_factory=list)
     headers_seen: list[dict[str, str]] = field(default_factory=list)
+    sent_text: dict[int, str] = field(default_factory=dict)  # request number -> streamed reply
     requests: int = 0
 
 
@@ -126,6 +127,13 @@ def make_app(behavior: MockBehavior) -> web.Application:
             prompt_tokens = 0
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
+        try:
+            await _stream(request, resp, index, fault, max_tokens, include_usage, prompt_tokens)
+        except ConnectionError:  # the client went away (a stall timeout, a cancelled run)
+            pass
+        return resp
+
+    async def _stream(request: web.Request, resp: web.StreamResponse, index: int, fault: str | None, max_tokens: int, include_usage: bool, prompt_tokens: int) -> None:
         rid = f"chatcmpl-mock{index}"
         head = ('data: {"id":"' + rid + '","object":"chat.completion.chunk","created":' + str(int(time.time())) + ',"model":' + json.dumps(behavior.model) + ',"choices":[{"index":0,"delta":{').encode()
         tail = b'},"logprobs":null,"finish_reason":null}]}\n\n'
@@ -141,26 +149,29 @@ def make_app(behavior: MockBehavior) -> web.Application:
                 if fault == "reset":
                     assert request.transport is not None
                     request.transport.abort()
-                    return resp
+                    return
                 if fault == "stall":
                     await asyncio.sleep(3600)
                 if fault == "malformed":
                     await resp.write(b"data: {this is not json\n\n")
                     await resp.write_eof()
-                    return resp
+                    return
                 if fault == "truncate":
                     await resp.write_eof()
-                    return resp
+                    return
                 if fault == "error_event":
                     await resp.write(b'data: {"error":{"message":"mock fault: engine died","type":"InternalServerError","code":500}}\n\n')
                     await resp.write_eof()
-                    return resp
+                    return
             k = min(behavior.tokens_per_chunk, max_tokens - sent)
             if behavior.fancy_text:
                 text = "".join(_FANCY[(sent + j) % len(_FANCY)] for j in range(k))
                 content = json.dumps(text)[1:-1].encode()
             else:
-                content = "".join(f" t{index}x{sent + j}" for j in range(k)).encode()
+                text = "".join(f" t{index}x{sent + j}" for j in range(k))
+                content = text.encode()
+            if behavior.record:
+                behavior.sent_text[index] = behavior.sent_text.get(index, "") + text
             due = t0 + chunk_no * behavior.itl_s
             delay = due - loop.time()
             if delay > 0:
@@ -174,7 +185,6 @@ def make_app(behavior: MockBehavior) -> web.Application:
             await resp.write(('data: {"id":"' + rid + '","object":"chat.completion.chunk","created":0,"model":' + json.dumps(behavior.model) + ',"choices":[],"usage":' + json.dumps(usage, separators=(",", ":")) + "}\n\n").encode())
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
-        return resp
 
     app = web.Application(client_max_size=1 << 30)
     app.router.add_get("/v1/models", models)

@@ -51,7 +51,7 @@ class PromptSettings:
 
     system_prompt_tokens: int = 1024  # shared per agent kind; 0: no shared system prompt
     seed: int = 0  # with the session id, fixes every synthetic word
-    max_correction_rounds: int = 4  # inexact tokenizers: recount-and-adjust rounds per message
+    max_correction_rounds: int = 6  # inexact tokenizers: recount-and-adjust rounds per message
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,21 +159,27 @@ class SessionPrompt:
         text = lead + b" " + body if lead and body else (lead or body)
         if self.model.words_are_tokens:
             return text, lead_tokens + n
+        want = max(tokens, 1)
         count = await self.model.count(text.decode("utf-8"))
+        best = (abs(want - count), text, count)
         for _ in range(self.factory.settings.max_correction_rounds):
-            diff = max(tokens, 1) - count
+            diff = want - count
             if diff == 0:
                 break
+            words = text.split(b" ")
+            per_word = count / len(words) if words and count > 0 else 1.0  # ~1 for single-token words
+            n = max(1, round(abs(diff) / per_word))
             if diff > 0:
-                text = text + b" " + self.factory.pool.take(diff, self.rng)
+                text = text + b" " + self.factory.pool.take(n, self.rng)
             else:
-                words = text.split(b" ")
-                keep = max(1, len(words) + diff)
+                keep = max(1, len(words) - n)
                 if keep == len(words):
                     break
                 text = b" ".join(words[:keep])
             count = await self.model.count(text.decode("utf-8"))
-        return text, count
+            if abs(want - count) < best[0]:
+                best = (abs(want - count), text, count)
+        return best[1], best[2]
 
     async def _append_real(self, turn: Turn) -> None:
         try:
