@@ -229,6 +229,28 @@ class AgentTracker:
         self._forget(a)
         self.counters.agents_done += 1
 
+    def withdraw(self, agent_id: str, t_s: float) -> None:
+        """A waiting request was abandoned (client gone, gateway stopping): undo its ``turn_ready``.
+
+        A held resident agent goes back to its tool (active on its instance again, as before
+        the request); a pending agent that never ran is forgotten. Call ``release`` after.
+        """
+        self._now_s = max(self._now_s, t_s)
+        a = self._agents.get(agent_id)
+        if a is None or a.phase not in (AgentPhase.HELD, AgentPhase.PENDING) or a.waiters == 0:
+            return
+        a.waiters -= 1
+        if a.waiters > 0:
+            return
+        if a.phase is AgentPhase.HELD and a.instance_id is not None:
+            self._leave(a)
+            a.phase = AgentPhase.IN_TOOL
+            self._active_ctx[a.instance_id] += a.context_tokens
+            self._active_n[a.instance_id] += 1
+            self._touch(a)
+        else:
+            self._forget(a)
+
     def expire_idle(self, t_s: float) -> list[str]:
         """Agents in their tool for longer than ``idle_timeout_s``: treated as done (live gateway only).
 
