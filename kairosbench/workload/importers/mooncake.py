@@ -7,7 +7,9 @@ tool-agent and arxiv traces all use this schema. No session ids are recorded.
 
 Recovery (``recover_chains``): request ``j`` continues an earlier request ``i`` when ``i``'s
 *full* blocks (``input_length // 512`` of them, at least ``MIN_SHARED_BLOCKS`` = 2) are a
-prefix of ``j``'s blocks and ``i``'s prompt is not longer than ``j``'s. A turn re-sends the
+prefix of ``j``'s blocks and ``j``'s prompt is longer than ``i``'s (an equally long prompt
+over the same blocks is the same prompt sent again: a retry or a regenerated answer, which
+starts a session of its own). A turn re-sends the
 previous prompt and reply, so its first blocks repeat the previous request's full blocks;
 the previous request's last, partial block differs because the new turn fills it further.
 Block 0 is the system prompt every request shares, so a single shared block never links
@@ -84,7 +86,7 @@ def recover_chains(requests: Sequence[Request], *, min_shared_blocks: int = MIN_
                 i
                 for i in by_last_block.get(hashes[p], ())
                 if requests[i].full_blocks == p + 1
-                and requests[i].input_length <= req.input_length
+                and requests[i].input_length < req.input_length
                 and requests[i].hash_ids[: p + 1] == hashes[: p + 1]
             ]
             if not candidates:

@@ -263,7 +263,7 @@ def _durations(requests: list[Request], calls: list[Call]) -> None:
         gap = nxt.timestamp_s - req.timestamp_s
         if gap < 0:
             raise nxt.where.at("timestamp").error(
-                f"out of order: {gap:.3f} s before the session's previous request ({req.where.path}, line {req.where.line})"
+                f"out of order: {-gap:.3f} s before the session's previous request ({req.where.path}, line {req.where.line})"
             )
         call.tool_duration_s = max(gap - (req.latency_s or 0.0), 0.0)
 
