@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+from dataclasses import dataclass
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -43,11 +44,35 @@ from kairosbench.gateway.telemetry import EmulatorTelemetry, NvmlReader, detect_
 from kairosbench.gateway.tracker import AgentTracker
 from kairosbench.profiler.http_fetch import HttpFetcher
 
-__all__ = ["running_gateway", "GATEWAY_INFO_FILE"]
+__all__ = ["running_gateway", "serve_gateway", "GatewayHandle", "GATEWAY_INFO_FILE"]
 
 log = logging.getLogger("kairosbench.gateway")
 
 GATEWAY_INFO_FILE = "gateway.json"
+
+
+@dataclass
+class GatewayHandle:
+    """A live gateway: its URL and the objects a host process may want to watch (live progress)."""
+
+    url: str
+    tracker: AgentTracker
+    control: ControlLoop
+    proxy: GatewayProxy
+    instances: list[GatewayInstance]
+    info: dict[str, Any]
+
+    def live_fields(self) -> dict[str, str]:
+        """Short strings for a progress line: clocks now, agents held/pending at the gateway."""
+        clocks = []
+        for inst in self.instances:
+            mhz = inst.actuator.current_mhz
+            clocks.append("-" if mhz is None else str(mhz))
+        return {
+            "clocks MHz": "/".join(clocks),
+            "held": str(self.tracker.held_count),
+            "pending": str(self.tracker.pending_count),
+        }
 
 
 def _actuator(kind: str, i: int, endpoint: str, telemetry: Any, session: Any, state: ActuatorStateFile, gpu_indices: Sequence[int] | None, allow: bool, nvml: Any) -> ClockActuator:
@@ -84,14 +109,36 @@ async def running_gateway(
     slo_tok_s: float = 20.0,
     host: str = "127.0.0.1",
     port: int = 0,
+    **options: Any,
+) -> AsyncIterator[str]:
+    """Serve a gateway in front of ``endpoints`` with ``policy``; yields its base URL (http://host:port).
+
+    The public API for the run orchestrator. ``options`` are ``serve_gateway``'s other keywords
+    (telemetry, allow_real_clock_changes, gpu_indices, kv_capacity_tokens, idle_timeout_s).
+    """
+    async with serve_gateway(endpoints, policy, run_dir, epoch_s=epoch_s, actuator=actuator, slo_tok_s=slo_tok_s, host=host, port=port, **options) as handle:
+        yield handle.url
+
+
+@asynccontextmanager
+async def serve_gateway(
+    endpoints: list[str],
+    policy: str,
+    run_dir: Path,
+    *,
+    epoch_s: float = 1.0,
+    actuator: str = "auto",
+    slo_tok_s: float = 20.0,
+    host: str = "127.0.0.1",
+    port: int = 0,
     telemetry: str = "auto",
     allow_real_clock_changes: bool = False,
     gpu_indices: Sequence[int] | None = None,
     kv_capacity_tokens: int = 0,
     idle_timeout_s: float | None = 300.0,
     nvml: Any = None,
-) -> AsyncIterator[str]:
-    """Serve a gateway in front of ``endpoints`` with ``policy``; yields its base URL (http://host:port).
+) -> AsyncIterator[GatewayHandle]:
+    """Serve a gateway in front of ``endpoints`` with ``policy``; yields a ``GatewayHandle``.
 
     ``actuator``: ``auto`` (emulator clock control where the endpoint is a kairosbench emulator,
     dry-run elsewhere), ``emulator``, ``dry-run``, or ``nvml`` (needs ``allow_real_clock_changes``
@@ -163,7 +210,7 @@ async def running_gateway(
         (run_dir / GATEWAY_INFO_FILE).write_text(json.dumps({"url": url, "pid": os.getpid(), **meta}, indent=1))
         log.info("gateway %s: policy %s over %d instance(s), actuators %s", url, policy_obj.name, len(instances), meta["actuators"])
         loop_task = asyncio.create_task(control.run(), name="kairosbench-control-loop")
-        yield url
+        yield GatewayHandle(url, tracker, control, proxy, instances, {"url": url, **meta})
     finally:
         if loop_task is not None:
             loop_task.cancel()

@@ -32,6 +32,10 @@ def build_services(config: RunConfig) -> list[ServiceFactory]:
     services: list[ServiceFactory] = []
     if not config.endpoint:
         services.append(emulator_service)
+    if config.policy:
+        from kairosbench.gateway.service import gateway_service
+
+        services.append(gateway_service)
     return services
 
 
@@ -90,6 +94,10 @@ def _config_from(ctx: click.Context, params: dict[str, Any]) -> RunConfig:
 @click.option("--flush-interval-s", type=float, default=2.0, help="Parquet part flush interval (a crash loses at most this much).")
 @click.option("--prepare-lead-s", type=float, default=1.0, help="Start a session task this early to build its first prompt before it arrives.")
 @click.option("--progress/--no-progress", default=True, help="Live progress view.")
+@click.option("--policy", default=None, help="Put the policy gateway in front of the instances with this policy (kairos, max, static:900, ...; see `kairosbench policies`).")
+@click.option("--epoch-s", type=float, default=1.0, help="With --policy: the control epoch, seconds.")
+@click.option("--actuator", type=click.Choice(["auto", "emulator", "dry-run", "nvml"]), default="auto", help="With --policy: how clocks are set (auto: the emulator's control, dry-run on real endpoints).")
+@click.option("--allow-real-clock-changes", is_flag=True, default=False, help="With --actuator nvml: opt in to changing real GPU clocks (restored on exit).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), default=None, help="TOML/YAML/JSON file with the same keys as these flags (or a run's manifest.json).")
 @click.pass_context
 def run(ctx: click.Context, **params: Any) -> None:

@@ -74,6 +74,10 @@ class RunConfig:
     flush_interval_s: float = 2.0
     prepare_lead_s: float = 1.0
     progress: bool = True
+    policy: str | None = None  # a gateway with this policy in front of the instances (kairosbench.gateway)
+    epoch_s: float = 1.0  # the gateway's control epoch
+    actuator: str = "auto"  # the gateway's clock actuator: auto | emulator | dry-run | nvml
+    allow_real_clock_changes: bool = False  # opt-in for actuator=nvml
 
     @classmethod
     def keys(cls) -> list[str]:

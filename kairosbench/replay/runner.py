@@ -219,7 +219,7 @@ class Replay:
                     step = flow.send(None)
                     continue
                 assert isinstance(step, SendTurn)
-                result = await self._turn(step, prompt, endpoint, tally, sid, user_json, agent_header, session.agent_kind)
+                result = await self._turn(step, prompt, endpoint, tally, sid, user_json, agent_header, session.agent_kind, len(session.turns))
                 if result.ok:
                     tally.turns_done = step.turn_index + 1
                 step = flow.send(result)
@@ -254,11 +254,14 @@ class Replay:
         user_json: bytes,
         agent_header: str,
         agent_kind: str,
+        n_turns: int = 0,
     ) -> TurnResult:
         prepared = await prompt.prepare(step.turn_index)
         clock = self.clock
         t_planned_ns = clock.t0_ns + int(step.planned_at_s * 1e9)
-        headers = {"X-Kairosbench-Agent": agent_header, "X-Kairosbench-Turn": str(step.turn_index)}
+        headers = {"X-Kairosbench-Agent": agent_header, "X-Kairosbench-Turn": str(step.turn_index), "X-Kairosbench-Prompt-Tokens": str(prepared.prompt_tokens_sent)}
+        if step.turn_index == n_turns - 1:
+            headers["X-Kairosbench-Final"] = "1"  # a policy gateway frees the agent's context when it ends
         count_words = prompt.model.words_are_tokens
         while True:
             eos_control = endpoint.eos_control
