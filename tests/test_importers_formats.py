@@ -233,3 +233,18 @@ def test_imported_workloads_save_and_validate(tmp_path: Path) -> None:
         back = io.load_workload(out)
         assert back.n_turns == wl.n_turns
         assert back.meta["import"]["format"] == fmt
+
+
+def test_progress_is_reported_per_file(tmp_path: Path) -> None:
+    for name in ("a.traj", "b.traj"):
+        shutil.copy(FIXTURES / "swe_agent_small.traj", tmp_path / name)
+    seen: list[tuple[int, int, str]] = []
+    import_source("swe-agent", tmp_path, progress=lambda done, total, path: seen.append((done, total, path.name)))
+    assert seen == [(0, 2, "a.traj"), (1, 2, "b.traj")]
+
+
+def test_mooncake_tool_agent_trace_is_named_by_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "toolagent_trace.jsonl"
+    shutil.copy(FIXTURES / "mooncake_small.jsonl", path)
+    wl = import_source("mooncake", path)
+    assert {s.agent_kind for s in wl.sessions} == {"tool"}

@@ -118,11 +118,19 @@ def source_files(fmt: str, src: str | Path) -> list[Path]:
     return sorted(found)
 
 
-def import_source(fmt: str, src: Path, *, tokenizer: str | None = None) -> Workload:
+def import_source(
+    fmt: str,
+    src: Path,
+    *,
+    tokenizer: str | None = None,
+    progress: Callable[[int, int, Path], None] | None = None,
+) -> Workload:
     """Read ``src`` (a file or a directory) in format ``fmt`` into a workload.
 
     ``tokenizer``: a Hugging Face tokenizer directory (or ``tokenizer.json``) for traces with
     text but no recorded usage; without it those are estimated (flagged ``estimate``).
+    ``progress(files_done, files_total, next_file)`` is called before each file is read, so a
+    caller can show progress over a directory of thousands of trajectories.
     Raises ``UsageError`` for an unknown format or tokenizer, ``WorkloadError`` (file, line,
     field) for bad input.
     """
@@ -132,7 +140,11 @@ def import_source(fmt: str, src: Path, *, tokenizer: str | None = None) -> Workl
     counter: TokenCounter = make_counter(tokenizer) if spec.counts_text else EstimateCounter()
     if tokenizer and not spec.counts_text:
         log.note(f"--tokenizer ignored: {fmt} traces record token counts, not text")
-    sessions = spec.read(files, counter, log)
+    sessions: list[Session] = []
+    for done, path in enumerate(files):  # every reader treats its files independently
+        if progress is not None:
+            progress(done, len(files), path)
+        sessions.extend(spec.read([path], counter, log))
     if not sessions:
         raise WorkloadError(f"no sessions with an LLM call found in {len(files)} file(s)", path=str(src))
     _place_arrivals(sessions, spec.absolute_times, log)
