@@ -1,8 +1,8 @@
 """Generator parameters per agent kind, fitted to real traces, and the code that fits them.
 
 Every distribution is a log-normal (``median``, ``sigma`` of the log): token counts and tool
-times in agent traces are positive, right-skewed and span decades, and a log-normal is the
-maximum-likelihood two-parameter fit that the thin traces can support. Where the traces are too
+times in agent traces are positive, right-skewed and span decades, and two parameters are all
+the thin traces can support. Fits match the samples' median and mean (``fit_lognormal``). Where the traces are too
 thin to see a tail (one data-engineering session; tool times from toy tasks) an anchor from the
 literature fills the gap, and the field's ``sources`` entry says so.
 
@@ -35,6 +35,7 @@ __all__ = [
     "KAIROS_MAX_TURNS",
     "canonical_tool",
     "fit_lognormal",
+    "lognormal_mle",
     "sigma_for_mean",
     "truncated_mean",
     "TraceSamples",
@@ -72,12 +73,22 @@ class LogNormal:
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return self.median * np.exp(self.sigma * rng.standard_normal(size))
 
-    def sample_between(self, rng: np.random.Generator, size: int, lo: float, hi: float) -> np.ndarray:
-        """Inverse-CDF draws truncated to [lo, hi]: exact for any range, however unlikely."""
+    def sample_between(self, rng: np.random.Generator, size: int, lo: float, hi: float, *,
+                       stratified: bool = False) -> np.ndarray:
+        """Inverse-CDF draws truncated to [lo, hi]: exact for any range, however unlikely.
+
+        ``stratified``: one draw from each of ``size`` equal-probability slices, in random
+        order, so that even a small sample spans the distribution (its mean then sits close
+        to the target instead of swinging with how many tail draws happened to land).
+        """
         c_lo, c_hi = self._cdf(lo), self._cdf(hi)
         if c_hi - c_lo <= 1e-12:
             raise UsageError(f"the range [{lo:g}, {hi:g}] has no probability under median {self.median:g}, sigma {self.sigma:g}")
-        u = rng.uniform(c_lo, c_hi, size)
+        if stratified:
+            u01 = (rng.permutation(size) + rng.random(size)) / size
+        else:
+            u01 = rng.random(size)
+        u = c_lo + (c_hi - c_lo) * u01
         z = np.fromiter((_STD_NORMAL.inv_cdf(min(max(x, 1e-15), 1 - 1e-15)) for x in u), dtype=np.float64, count=size)
         return np.clip(self.median * np.exp(self.sigma * z), lo, hi)
 
@@ -120,26 +131,26 @@ _SWE_TRACES = "OpenHands multi_swe_bench + resolver, SWE-agent trajectories, min
 
 SWE = AgentParams(
     kind="swe",
-    # median: MLE over the 23 swe sessions of FIT_CORPUS; sigma: solved so that the mean,
-    # truncated to [1, 2518], is KAIROS's 37 (the traces are too few to show the tail).
-    turns=LogNormal(median=9.04, sigma=1.682),
+    # median: of the 23 swe sessions of FIT_CORPUS; sigma: solved so that the mean, truncated
+    # to [1, 2518], is KAIROS's 37 (the traces are too few to show the tail).
+    turns=LogNormal(median=11.0, sigma=1.560),
     max_turns=KAIROS_MAX_TURNS,  # KAIROS: turns per agent range 1-2518
     # turn-0 prompt: OpenHands usage (2 sessions) + estimates from the other 21 histories.
-    first_turn_tokens=LogNormal(median=1946.0, sigma=0.923),
+    first_turn_tokens=LogNormal(median=2062.0, sigma=0.786),
     # prompt[t] - prompt[t-1] - output[t-1] (OpenHands usage) + estimated message sizes.
-    appended_tokens=LogNormal(median=188.5, sigma=1.337),
+    appended_tokens=LogNormal(median=129.0, sigma=1.662),
     # OpenHands completion_tokens + estimated assistant messages.
-    output_tokens=LogNormal(median=89.7, sigma=0.756),
+    output_tokens=LogNormal(median=89.5, sigma=0.877),
     # tool kinds over non-final turns (aliases in _TOOL_ALIASES), add-one smoothed.
     tool_mix={"bash": 0.5696, "edit": 0.3165, "view": 0.0633, "search": 0.0506},
     tool_duration_s={
         # median: 36 timed calls (OpenHands execute_bash, SWE-agent execution_time); sigma
         # widened to Continuum's 1.66 because the toy tasks never run a real test suite.
-        "bash": LogNormal(0.466, 1.660),
-        "edit": LogNormal(0.0150, 1.879),  # 36 timed calls: OpenHands str_replace_editor, SWE-agent edit/create
-        "view": LogNormal(0.192, 0.336),  # 4 timed SWE-agent open calls
-        "search": LogNormal(0.195, 0.362),  # 3 timed SWE-agent find_file calls
-        "submit": LogNormal(0.194, 0.341),  # 3 timed SWE-agent submit calls
+        "bash": LogNormal(0.455, 1.660),
+        "edit": LogNormal(0.00520, 2.518),  # 36 timed calls: OpenHands str_replace_editor, SWE-agent edit/create
+        "view": LogNormal(0.189, 0.377),  # 4 timed SWE-agent open calls
+        "search": LogNormal(0.194, 0.362),  # 3 timed SWE-agent find_file calls
+        "submit": LogNormal(0.193, 0.341),  # 3 timed SWE-agent submit calls
     },
     final_tool="submit",
     # a common served max_model_len; Qwen3-Coder-30B-A3B (KAIROS's model) supports 262,144.
@@ -164,13 +175,15 @@ DE = AgentParams(
     # sigma: solved so the truncated mean is KAIROS's 37 (KAIROS ran DABStep among its workloads).
     turns=LogNormal(median=25.0, sigma=0.885),
     max_turns=KAIROS_MAX_TURNS,
-    first_turn_tokens=LogNormal(median=1576.0, sigma=0.923),  # Spider2 turn 0 (estimate); sigma: SWE's
-    appended_tokens=LogNormal(median=213.4, sigma=1.415),  # Spider2 tool messages (estimate)
-    output_tokens=LogNormal(median=87.4, sigma=0.284),  # Spider2 assistant messages (estimate)
+    first_turn_tokens=LogNormal(median=1576.0, sigma=0.786),  # Spider2 turn 0 (estimate); sigma: SWE's
+    # Spider2 tool messages (estimate), capped near 620 tokens by the agent, so their mean (395)
+    # lies below their median: fitted on the mean and log spread (see fit_lognormal).
+    appended_tokens=LogNormal(median=145.3, sigma=1.415),
+    output_tokens=LogNormal(median=86.0, sigma=0.370),  # Spider2 assistant messages (estimate)
     tool_mix={"schema": 0.8889, "sql": 0.0741, "python": 0.0370},  # Spider2: 23 schema reads, 1 SQL; add-one smoothed
     tool_duration_s={
-        "schema": LogNormal(0.466, 1.660),  # untimed; Spider2 schema reads are local bash: SWE bash
-        "python": LogNormal(0.466, 1.660),  # no DE trace times python: SWE bash
+        "schema": LogNormal(0.455, 1.660),  # untimed; Spider2 schema reads are local bash: SWE bash
+        "python": LogNormal(0.455, 1.660),  # no DE trace times python: SWE bash
         "sql": LogNormal(0.233, 1.660),  # no trace times SQL: Continuum's tool-time log-normal
     },
     final_tool=None,
@@ -236,7 +249,27 @@ def canonical_tool(kind: str, raw: str | None) -> str | None:
 
 
 def fit_lognormal(samples: Iterable[float]) -> LogNormal:
-    """Maximum-likelihood log-normal over the positive samples (zeros carry no log)."""
+    """The log-normal with the samples' median and mean (positive samples only).
+
+    Why not maximum likelihood: agent traces are thin and their log is itself skewed (a few
+    huge file reads among short observations), so the MLE median (the geometric mean) lands
+    far from the real median. Matching the median keeps the typical turn right, matching the
+    mean keeps the context growth rate right; ``workload stats`` shows both. Samples whose
+    mean is below their median (capped tool output) fit no log-normal: there the mean and
+    the log spread are kept, since the mean is what drives context growth.
+    """
+    x = np.asarray([s for s in samples if s > 0], dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("no positive samples to fit")
+    median, mean = float(np.median(x)), float(x.mean())
+    if mean > median:
+        return LogNormal(median=median, sigma=math.sqrt(2 * math.log(mean / median)))
+    spread = float(np.log(x).std())
+    return LogNormal(median=mean / math.exp(spread**2 / 2), sigma=spread)
+
+
+def lognormal_mle(samples: Iterable[float]) -> LogNormal:
+    """Maximum-likelihood log-normal (geometric mean, log standard deviation); for checks."""
     x = np.asarray([s for s in samples if s > 0], dtype=np.float64)
     if x.size == 0:
         raise ValueError("no positive samples to fit")
@@ -332,7 +365,7 @@ def fit_from_workloads(workloads_by_kind: Mapping[str, Sequence[Workload]], *,
         smp = collect_samples(kind, workloads_by_kind.get(kind, ()))
         if not smp.turns:
             raise UsageError(f"no '{kind}' sessions among the imported traces: nothing to fit")
-        t_med = fit_lognormal(smp.turns).median
+        t_med = float(np.median(smp.turns))
         first = fit_lognormal(smp.first_turn_tokens)
         if len(smp.first_turn_tokens) < 3 and swe_bash is not None:
             first = LogNormal(first.median, fitted["swe"].first_turn_tokens.sigma)

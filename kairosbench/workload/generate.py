@@ -61,30 +61,38 @@ TRACE_SOURCES = (
 
 _KIND_VOCAB = ("swe", "de")
 
-ArrivalGaps = Callable[[np.random.Generator, int], np.ndarray]
+Arrivals = Callable[[np.random.Generator, int], np.ndarray]
 
 
 # ---------------------------------------------------------------------------- arrivals
-# Small closures in the style of Locust's wait_time: each returns n inter-arrival gaps (s).
+# Small closures in the style of Locust's wait_time: each returns n sorted arrival times (s),
+# the first at 0 s so a run starts working at once.
 
 
-def poisson(rate_per_s: float) -> ArrivalGaps:
-    """Exponential gaps: a Poisson process at ``rate_per_s`` (KAIROS: 0.03-0.16 agents/s)."""
-    return lambda rng, n: rng.exponential(1.0 / rate_per_s, n)
+def poisson(rate_per_s: float) -> Arrivals:
+    """A Poisson process at ``rate_per_s`` conditioned on its count (KAIROS: 0.03-0.16 agents/s).
+
+    Given that n-1 arrivals fall in (0, T], a Poisson process places them independently and
+    uniformly; with T = (n-1)/rate the workload spans exactly its nominal duration, so a
+    300-session file is an hour at 0.08/s and not, by chance, 52 minutes.
+    """
+    def arrivals(rng: np.random.Generator, n: int) -> np.ndarray:
+        return np.concatenate([[0.0], np.sort(rng.uniform(0.0, (n - 1) / rate_per_s, n - 1))])
+    return arrivals
 
 
-def constant(rate_per_s: float) -> ArrivalGaps:
+def constant(rate_per_s: float) -> Arrivals:
     """Evenly spaced arrivals, ``1/rate_per_s`` apart: no burstiness at all."""
-    return lambda rng, n: np.full(n, 1.0 / rate_per_s)
+    return lambda rng, n: np.arange(n) / rate_per_s
 
 
-def gamma(rate_per_s: float, cv: float = 2.0) -> ArrivalGaps:
-    """Gamma gaps with coefficient of variation ``cv`` (>1: burstier than Poisson, 1: Poisson)."""
+def gamma(rate_per_s: float, cv: float = 2.0) -> Arrivals:
+    """A renewal process with gamma gaps of coefficient of variation ``cv`` (>1: bursty)."""
     shape = 1.0 / cv**2
-    return lambda rng, n: rng.gamma(shape, 1.0 / (rate_per_s * shape), n)
+    return lambda rng, n: np.concatenate([[0.0], np.cumsum(rng.gamma(shape, 1.0 / (rate_per_s * shape), n - 1))])
 
 
-ARRIVALS: dict[str, Callable[..., ArrivalGaps]] = {"poisson": poisson, "constant": constant, "gamma": gamma}
+ARRIVALS: dict[str, Callable[..., Arrivals]] = {"poisson": poisson, "constant": constant, "gamma": gamma}
 
 
 @dataclass(frozen=True)
@@ -171,8 +179,8 @@ def generate(spec: GenerateSpec, params: dict[str, AgentParams] | None = None) -
     spec.check()
     params = dict(PARAMS if params is None else params)
     n = spec.sessions
-    gaps = ARRIVALS[spec.arrival](*((spec.rate_per_s, spec.arrival_cv) if spec.arrival == "gamma" else (spec.rate_per_s,)))
-    arrival = np.concatenate([[0.0], np.cumsum(gaps(_rng(spec.seed, "arrival"), n - 1))])  # first session at t=0
+    process = ARRIVALS[spec.arrival](*((spec.rate_per_s, spec.arrival_cv) if spec.arrival == "gamma" else (spec.rate_per_s,)))
+    arrival = process(_rng(spec.seed, "arrival"), n)
     if spec.kind == "mixed":
         is_swe = _rng(spec.seed, "kind").random(n) < spec.swe_fraction
         kind_of = np.where(is_swe, "swe", "de")
@@ -215,7 +223,8 @@ def _draw_kind(spec: GenerateSpec, p: AgentParams, session_idx: np.ndarray, arri
     seed, k = spec.seed, p.kind
     n = session_idx.size
     window, turn_cap = spec.window(p), spec.turn_cap(p)
-    turns = np.rint(p.turns.sample_between(_rng(seed, f"{k}/turns"), n, spec.min_turns - 0.5, turn_cap + 0.5)).astype(np.int64)
+    turns = np.rint(p.turns.sample_between(_rng(seed, f"{k}/turns"), n, spec.min_turns - 0.5, turn_cap + 0.5,
+                                           stratified=True)).astype(np.int64)
     turns = np.clip(turns, spec.min_turns, turn_cap)
     total = int(turns.sum())
     starts = np.concatenate([[0], np.cumsum(turns)[:-1]])
