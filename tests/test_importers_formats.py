@@ -206,7 +206,7 @@ def test_directory_import_and_metadata(tmp_path: Path) -> None:
     assert meta["format"] == "swe-agent" and meta["sessions"] == 2 and meta["turns"] == 6
     assert [len(src["sha256"]) for src in meta["sources"]] == [64, 64]
     assert meta["token_counts"]["turns_by_method"] == {"estimate": 6}
-    assert "chars" in meta["token_counts"]["estimate"]
+    assert "characters" in meta["token_counts"]["estimate"]
     json.dumps(wl.meta)  # the metadata must be JSON for the file header
 
 

@@ -114,7 +114,8 @@ def source_files(fmt: str, src: str | Path) -> list[Path]:
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
     }
     if not found:
-        raise WorkloadError(f"no {' or '.join(spec.patterns)} files for format {fmt!r} in this directory", path=str(path))
+        patterns = " or ".join(spec.patterns)
+        raise WorkloadError(f"no {patterns} files for format {fmt!r} in this directory", path=str(path))
     return sorted(found)
 
 
@@ -191,7 +192,7 @@ def _meta(
     if methods.get("tokenizer"):
         token_counts["tokenizer"] = str(getattr(counter, "path", ""))
     if methods.get("estimate"):
-        token_counts["estimate"] = f"ceil(chars / {CHARS_PER_TOKEN:g}) per message + {MESSAGE_OVERHEAD_TOKENS} per message"
+        token_counts["estimate"] = f"ceil(characters / {CHARS_PER_TOKEN:g}) + {MESSAGE_OVERHEAD_TOKENS} per message"
     return {
         "format": fmt,
         "description": spec.description,

@@ -176,5 +176,7 @@ def make_sessions(
         if k and segment.sent_s is not None and math.isfinite(segment.sent_s):
             arrival = segment.sent_s
         sid = f"{session_id}~{k}" if k else session_id
-        sessions.append(Session(session_id=sid, agent_kind=agent_kind, arrival_s=arrival, turns=segment.turns, source=source))
+        sessions.append(
+            Session(session_id=sid, agent_kind=agent_kind, arrival_s=arrival, turns=segment.turns, source=source)
+        )
     return sessions

@@ -99,9 +99,8 @@ def read(paths: Sequence[Path], counter: TokenCounter, log: ImportLog) -> list[S
         kind = _agent_kind(path)
         log.add("requests", len(frame))
         source = f"azure:{path.name}"
-        for arrival, line, prompt, output in zip(
-            frame["arrival_s"].tolist(), frame["line"].tolist(), frame["prompt_tokens"].tolist(), frame["output_tokens"].tolist()
-        ):
+        columns = (frame[name].tolist() for name in ("arrival_s", "line", "prompt_tokens", "output_tokens"))
+        for arrival, line, prompt, output in zip(*columns):
             turn = Turn(appended_tokens=prompt, output_tokens=output, prompt_tokens=prompt, token_count_method="usage")
             sessions.append(Session(f"{path.stem}:{line}", kind, arrival, [turn], source))
     log.note("no sessions in Azure traces: one single-turn session per request")

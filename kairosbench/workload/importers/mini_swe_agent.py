@@ -51,9 +51,8 @@ def read_file(path: Path, counter: TokenCounter, log: ImportLog) -> list[Session
     calls, trailing = calls_from_messages(messages, where, mini_tool_name)
     drop_trailing(trailing, log)
     name = path.name.removesuffix(".json").removesuffix(".traj")
-    return make_sessions(
-        name, agent_kind="swe", arrival_s=0.0, source=f"mini-swe-agent:{path.name}", calls=calls, counter=counter, log=log
-    )
+    source = f"mini-swe-agent:{path.name}"
+    return make_sessions(name, agent_kind="swe", arrival_s=0.0, source=source, calls=calls, counter=counter, log=log)
 
 
 def read(paths: Sequence[Path], counter: TokenCounter, log: ImportLog) -> list[Session]:

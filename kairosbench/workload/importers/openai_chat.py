@@ -211,7 +211,8 @@ def _pick(candidates: list[int], sessions: list[list[Request]], next_message: Me
     return max(replied or candidates)
 
 
-def _calls(requests: list[Request], log: ImportLog) -> list[Call]:
+def _calls(requests: list[Request]) -> list[Call]:
+    """One session's requests as calls: appended = what each adds to the previous one."""
     calls: list[Call] = []
     for t, req in enumerate(requests):
         call = Call(
@@ -263,7 +264,8 @@ def _durations(requests: list[Request], calls: list[Call]) -> None:
         gap = nxt.timestamp_s - req.timestamp_s
         if gap < 0:
             raise nxt.where.at("timestamp").error(
-                f"out of order: {-gap:.3f} s before the session's previous request ({req.where.path}, line {req.where.line})"
+                f"out of order: {-gap:.3f} s before the session's previous request "
+                f"({req.where.path}, line {req.where.line})"
             )
         call.tool_duration_s = max(gap - (req.latency_s or 0.0), 0.0)
 
@@ -283,7 +285,7 @@ def read(paths: Sequence[Path], counter: TokenCounter, log: ImportLog) -> list[S
                     agent_kind=first.agent_kind,
                     arrival_s=arrival,
                     source=f"openai-chat:{path.name}",
-                    calls=_calls(group, log),
+                    calls=_calls(group),
                     counter=counter,
                     log=log,
                 )

@@ -37,7 +37,9 @@ from kairosbench.workload.tokencount import TokenCounter
 __all__ = ["Trial", "COLUMNS", "read_trials", "read"]
 
 COLUMNS = ("submission", "task_id", "trial_name", "total_input_tokens", "total_output_tokens")
-_TIMES = ("trial_started_at", "trial_ended_at", "agent_started_at", "agent_ended_at", "test_started_at", "test_ended_at")
+_TIMES = (
+    "trial_started_at", "trial_ended_at", "agent_started_at", "agent_ended_at", "test_started_at", "test_ended_at",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
