@@ -103,7 +103,7 @@ def test_aimd_grows_additively_while_binding_and_kv_low() -> None:
 
 
 def test_aimd_cuts_multiplicatively_on_high_kv_and_falling_hits() -> None:
-    policy = AimdAdmission(AimdParams(initial_agents=16))
+    policy = AimdAdmission(AimdParams(initial_agents=16, cooldown_epochs=0))
     _aimd_step(policy, 0.5, 0, queries=0, hits=0)
     _aimd_step(policy, 0.9, 16, queries=10_000, hits=9_000)  # hit rate 0.9 establishes the average
     assert policy.window("i0") == 16
@@ -116,6 +116,27 @@ def test_aimd_cuts_multiplicatively_on_high_kv_and_falling_hits() -> None:
     for _ in range(5):
         _aimd_step(policy, 0.99, 4, queries=40_000, hits=32_000, preempt=3 + _ + 1)
     assert policy.window("i0") == 1  # floor at min_agents
+
+
+def test_aimd_remembers_the_healthy_hit_rate_and_cools_down() -> None:
+    policy = AimdAdmission(AimdParams(initial_agents=16, cooldown_epochs=2))
+    _aimd_step(policy, 0.5, 0, queries=0, hits=0)
+    _aimd_step(policy, 0.5, 16, queries=10_000, hits=9_000)  # healthy 0.9
+    # The hit rate collapses to 0.1 with KV high: cut; it stays collapsed: no second cut during the cooldown ...
+    assert _aimd_step(policy, 0.97, 16, queries=20_000, hits=10_000) == 8
+    assert _aimd_step(policy, 0.97, 8, queries=30_000, hits=11_000) == 8
+    assert _aimd_step(policy, 0.97, 8, queries=40_000, hits=12_000) == 8
+    # ... then, still collapsed (not re-learned as normal), the next cut.
+    assert _aimd_step(policy, 0.97, 8, queries=50_000, hits=13_000) == 4
+
+
+def test_aimd_treats_re_prefill_as_memory_pressure() -> None:
+    policy = AimdAdmission(AimdParams(initial_agents=16, cooldown_epochs=0))
+    step = lambda kv, q, h, rec: policy.caps(snap(dataclasses.replace(inst(0, 1000, 4), kv_usage_frac=kv, prefix_queries_tokens=q, prefix_hits_tokens=h, recomputed_tokens_total=rec)))[0].max_agents  # noqa: E731 - 4 agents: the window does not bind
+    step(0.3, 0, 0, 0)
+    step(0.3, 10_000, 9_000, 0)
+    assert step(0.3, 20_000, 9_500, 0) == 16  # hit rate fell but no memory pressure: not thrashing KV
+    assert step(0.3, 30_000, 10_000, 5_000) == 8  # evicted context re-prefilled: cut
 
 
 def test_round_robin_then_sticky() -> None:
