@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kairosbench.errors import UsageError, WorkloadError
@@ -115,8 +116,15 @@ def import_cmd(fmt: str, src: Path, output: Path, tokenizer: Path | None) -> Non
     if fmt not in formats:
         raise UsageError(f"--from must be one of {', '.join(sorted(formats))}, got {fmt!r}")
     console = _console()
-    with console.status(f"importing {src} as {fmt}"):
-        wl = import_source(fmt, src, tokenizer=str(tokenizer) if tokenizer else None)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"{fmt}: reading", total=None)
+
+        def progress(done: int, total: int, next_file: Path) -> None:
+            bar.update(task, completed=done, total=total, description=f"{fmt}: {next_file.name}")
+
+        wl = import_source(fmt, src, tokenizer=str(tokenizer) if tokenizer else None, progress=progress)
+        bar.update(task, description=f"writing {output}")
         save_workload(wl, output)
     methods: dict[str, int] = {}
     for s in wl.sessions:

@@ -263,7 +263,7 @@ def _read_jsonl(p: Path, name: str, problems: Problems) -> Columns | None:
 def _jsonl_column(spec: ColumnSpec, rows: list[dict[str, Any]], cols: Columns, problems: Problems) -> None:
     n = len(rows)
     is_obj = spec.kind in ("str", "int_list")
-    values = np.empty(n, dtype=object) if is_obj else np.zeros(n, dtype=np.float64 if spec.kind == "float" else np.int64)
+    values: Any = np.empty(n, dtype=object) if is_obj else np.zeros(n, dtype=np.float64 if spec.kind == "float" else np.int64)
     nulls = np.zeros(n, dtype=bool)
     for i, row in enumerate(rows):
         if spec.name not in row:

@@ -266,17 +266,17 @@ def _draw_kind(spec: GenerateSpec, p: AgentParams, session_idx: np.ndarray, arri
     tool_code = vocab[tool_idx]
     duration = np.zeros(total)
     for j, t in enumerate(tools):
-        rows = np.flatnonzero((tool_idx == j) & ~last)
-        duration[rows] = p.tool_duration_s[t].sample(_rng(seed, f"{k}/duration/{t}"), rows.size)
+        picked = np.flatnonzero((tool_idx == j) & ~last)
+        duration[picked] = p.tool_duration_s[t].sample(_rng(seed, f"{k}/duration/{t}"), picked.size)
     tool_code[last] = -1 if p.final_tool is None else tool_vocab.index(p.final_tool)
     last_rows = np.flatnonzero(last)
     if p.final_tool is not None:
         duration[last_rows] = p.tool_duration_s[p.final_tool].sample(_rng(seed, f"{k}/duration/{p.final_tool}"), last_rows.size)
     else:
         duration[last_rows] = 0.0
-    duration = np.round(np.minimum(duration, MAX_TOOL_DURATION_S), 6)
+    duration = np.round(np.minimum(duration, MAX_TOOL_DURATION_S), 6).astype(np.float64)
 
-    rows = {
+    columns: dict[str, np.ndarray] = {
         "session": session_idx[sess],
         "kind": np.full(total, _KIND_VOCAB.index(k), dtype=np.int8),
         "arrival_s": np.round(arrival[sess], 6),
@@ -287,7 +287,7 @@ def _draw_kind(spec: GenerateSpec, p: AgentParams, session_idx: np.ndarray, arri
         "tool_code": tool_code,
         "tool_duration_s": duration,
     }
-    return rows, int(over.sum())
+    return columns, int(over.sum())
 
 
 def _to_table(c: dict[str, np.ndarray], kind_of: np.ndarray, tool_vocab: tuple[str, ...]) -> pa.Table:

@@ -83,6 +83,11 @@ def content_hash(path: str | Path) -> str:
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The ``kairosbench.workload`` metadata of a file ({} when it has none)."""
+    try:  # Parquet: the footer alone, without reading the rows
+        raw = (pq.read_schema(path).metadata or {}).get(META_WORKLOAD.encode())
+        return dict(json.loads(raw)) if raw else {}
+    except Exception:  # noqa: BLE001  not Parquet, or a bad footer: the full reader names the problem
+        pass
     problems = Problems(fail_fast=True)
     cols = read_columns(path, problems)
     assert cols is not None
