@@ -138,10 +138,14 @@ def probe_fields(nv: Any, handle: Any, duration_s: float = 2.0, every_s: float =
     return out
 
 
-def probe_call_costs(nv: Any, handle: Any, n: int = 300) -> dict[str, dict[str, float]]:
+def probe_call_costs(nv: Any, handle: Any, n: int = 100) -> dict[str, dict[str, float]]:
     """Wall and CPU time per call (µs) for every NVML call the sampler makes."""
     calls = {
         "nvmlDeviceGetFieldValues(3 fields)": lambda: nv.nvmlDeviceGetFieldValues(handle, [(FI_INSTANT, 0), (FI_AVERAGE, 0), FI_ENERGY]),
+        "nvmlDeviceGetFieldValues(POWER_INSTANT)": lambda: nv.nvmlDeviceGetFieldValues(handle, [(FI_INSTANT, 0)]),
+        "nvmlDeviceGetFieldValues(POWER_AVERAGE)": lambda: nv.nvmlDeviceGetFieldValues(handle, [(FI_AVERAGE, 0)]),
+        "nvmlDeviceGetFieldValues(TOTAL_ENERGY)": lambda: nv.nvmlDeviceGetFieldValues(handle, [FI_ENERGY]),
+        "nvmlDeviceGetTotalEnergyConsumption": lambda: nv.nvmlDeviceGetTotalEnergyConsumption(handle),
         "nvmlDeviceGetClockInfo(SM)": lambda: nv.nvmlDeviceGetClockInfo(handle, nv.NVML_CLOCK_SM),
         "nvmlDeviceGetCurrentClocksEventReasons": lambda: nv.nvmlDeviceGetCurrentClocksEventReasons(handle),
         "nvmlDeviceGetClockInfo(MEM)": lambda: nv.nvmlDeviceGetClockInfo(handle, nv.NVML_CLOCK_MEM),
@@ -176,6 +180,53 @@ def probe_call_costs(nv: Any, handle: Any, n: int = 300) -> dict[str, dict[str, 
         samples()  # the whole ring (~120 samples), the worst case of a drain
     out["nvmlDeviceGetSamples(full ring)"] = {"wall_us": (time.perf_counter() - w0) / 50 * 1e6, "cpu_us": (time.process_time() - c0) / 50 * 1e6}
     return out
+
+
+class DenseEnergy:
+    """A reference in this (benchmark) process: the counter and the 1 s average read every 50 ms.
+
+    It costs this process ~8 % of a core (the counter read busy-waits ~4 ms); the profiler reads
+    the counter once a second instead and dates each read by the average's ticks. Comparing
+    the two over the same window checks that dating on the hardware.
+    """
+
+    def __init__(self, nv: Any, handle: Any, period_s: float = 0.05) -> None:
+        self.nv, self.handle, self.period_s = nv, handle, period_s
+        self.rows: list[tuple[int, float, float, float]] = []  # (run-clock ns, energy J, avg W, instant W)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        nv, h = self.nv, self.handle
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            t0 = now_ns()
+            energy = nv.nvmlDeviceGetTotalEnergyConsumption(h) / 1000.0
+            avg = nv.nvmlDeviceGetPowerUsage(h) / 1000.0
+            (inst,) = nv.nvmlDeviceGetFieldValues(h, [(FI_INSTANT, 0)])
+            self.rows.append(((t0 + now_ns()) // 2, energy, avg, inst.value.uiVal / 1000.0 if inst.nvmlReturn == 0 else np.nan))
+            next_t += self.period_s
+            self._stop.wait(max(0.0, next_t - time.monotonic()))
+
+    def __enter__(self) -> DenseEnergy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def energy_between(self, t0_ns: int, t1_ns: int) -> float | None:
+        """Counter energy between two run-clock times, from change points interpolated linearly."""
+        if len(self.rows) < 3:
+            return None
+        t = np.array([r[0] for r in self.rows], dtype=np.int64)
+        e = np.array([r[1] for r in self.rows])
+        changed = np.nonzero(np.diff(e))[0] + 1
+        ct, ce = (t[changed - 1] + t[changed]) / 2, e[changed]
+        if len(ct) < 2 or t0_ns < ct[0] or t1_ns > ct[-1]:
+            return None
+        return float(np.interp(t1_ns, ct, ce) - np.interp(t0_ns, ct, ce))
 
 
 def proc_cpu_s(pid: int) -> float | None:
@@ -254,7 +305,7 @@ def burst_resolution(t_ns: np.ndarray, values: np.ndarray, phases: list[tuple[in
     }
 
 
-def analyse(run_dir: Path, phases: list[tuple[int, int]], period_s: float) -> dict[str, Any]:
+def analyse(run_dir: Path, phases: list[tuple[int, int]], period_s: float, dense: DenseEnergy | None = None) -> dict[str, Any]:
     table = pq.read_table(run_dir / "power.parquet")
     meta = read_metadata(run_dir / "power.parquet")
     t = table["t_ns"].to_numpy()
@@ -284,16 +335,23 @@ def analyse(run_dir: Path, phases: list[tuple[int, int]], period_s: float) -> di
         "spacings_over_1p5x_median": int(np.sum(spacing_ms > 1.5 * np.median(spacing_ms))) if len(spacing_ms) else None,
     }
     period_ns = int(period_s * 1e9)
+    it, iv = col("power_w", poll)
+    instant_from = "profiler"
+    if np.count_nonzero(~np.isnan(iv)) / span_s < 10 and dense is not None and dense.rows:
+        # The profiler read the instant field sparsely (it was expensive): use the 50 ms reference.
+        it = np.array([r[0] for r in dense.rows], dtype=np.int64)
+        iv = np.array([r[3] for r in dense.rows])
+        instant_from = "reference reads every 50 ms in the benchmark process"
     resolution = {
         "buffer_20ms": burst_resolution(bt, bv, phases, period_ns),
-        "instant_field": burst_resolution(*col("power_w", poll), phases, period_ns),
+        "instant_field": burst_resolution(it, iv, phases, period_ns) | {"from": instant_from},
         "average_1s_field": burst_resolution(*col("power_avg_w", poll), phases, period_ns),
     }
     # Energy over the counter's window from each power series, for comparison with the counter.
-    from kairosbench.profiler.energy import counter_energy_j, trapezoid_j
+    from kairosbench.profiler.energy import counter_energy_from_polls, trapezoid_j
 
     et, ev = col("energy_j", poll)
-    counter = counter_energy_j(et, ev, bt, bv)
+    counter = counter_energy_from_polls(et, ev, col("power_avg_w", poll)[1], bt, bv)
     energy: dict[str, Any] = {}
     if counter is not None:
         energy = {"counter_j": counter.energy_j, "window_s": (counter.t1_ns - counter.t0_ns) / 1e9}
@@ -301,6 +359,11 @@ def analyse(run_dir: Path, phases: list[tuple[int, int]], period_s: float) -> di
             integral = trapezoid_j(ts, v, counter.t0_ns, counter.t1_ns)
             energy[f"{label}_integrated_j"] = integral
             energy[f"{label}_vs_counter_pct"] = 100 * (integral - counter.energy_j) / counter.energy_j
+    if counter is not None and dense is not None:
+        reference = dense.energy_between(counter.t0_ns, counter.t1_ns)
+        energy["dense_reference_counter_j"] = reference
+        if reference:
+            energy["sparse_dated_vs_dense_counter_pct"] = 100 * (counter.energy_j - reference) / reference
     return {"span_s": span_s, "captured": captured, "burst_resolution": resolution, "energy": energy,
             "sources_detail": meta.get("sources_detail"), "profiler_cpu": meta.get("profiler_cpu")}
 
@@ -380,8 +443,8 @@ def main() -> int:
     if run_dir.exists():
         shutil.rmtree(run_dir)
 
-    if args.fake:
-        nv: Any = FakeNvml(fake_recording(args.period_s), loop=True)
+    if args.fake:  # with the energy read as expensive as measured on the H100 (~4 ms of CPU)
+        nv: Any = FakeNvml(fake_recording(args.period_s), loop=True, cpu_cost_s={"field:83": 0.004, "nvmlDeviceGetTotalEnergyConsumption": 0.004})
     else:
         import pynvml as nv
     nv.nvmlInit()
@@ -404,14 +467,15 @@ def main() -> int:
     config = SamplerConfig(run_dir=run_dir, sources=["nvml"], nvml=nv if args.fake else None)
     handle_p = launch_sampler(config)
     print("profiler:", handle_p.gpus, handle_p.warnings, flush=True)
-    cpu_start = proc_cpu_s(handle_p.pid) if handle_p.pid else None
-    wall_start = time.monotonic()
-    time.sleep(args.idle_s)
-    bursts.run(args.burst_s, args.period_s)
-    time.sleep(args.idle_s)
-    cpu_end = proc_cpu_s(handle_p.pid) if handle_p.pid else None
-    wall = time.monotonic() - wall_start
-    summary = handle_p.stop()
+    with DenseEnergy(nv, handle) as dense:
+        cpu_start = proc_cpu_s(handle_p.pid) if handle_p.pid else None
+        wall_start = time.monotonic()
+        time.sleep(args.idle_s)
+        bursts.run(args.burst_s, args.period_s)
+        time.sleep(args.idle_s)
+        cpu_end = proc_cpu_s(handle_p.pid) if handle_p.pid else None
+        wall = time.monotonic() - wall_start
+        summary = handle_p.stop()
     results["ring_check"] = ring_check(nv, handle, run_dir)
     results["summary"] = summary.to_dict()
     results["profiler_cpu_from_proc"] = {
@@ -419,7 +483,7 @@ def main() -> int:
         "wall_s": wall,
         "pct_of_one_core": 100 * (cpu_end - cpu_start) / wall if cpu_start is not None and cpu_end is not None else None,
     }
-    results["analysis"] = analyse(run_dir, bursts.phases, args.period_s)
+    results["analysis"] = analyse(run_dir, bursts.phases, args.period_s, dense)
     results["phases"] = len(bursts.phases)
 
     # A short recording during bursts: the FakeNvml fixture for the tests.

@@ -190,11 +190,15 @@ class FakeNvml:
         ring_size: int = 120,
         repeat_seen: int = 0,
         loop: bool = False,
+        cpu_cost_s: dict[str, float] | None = None,
     ) -> None:
         self.recording = recording
         self.ring_size = ring_size  # ~2.4 s of 20 ms samples, as on an H100
         self.repeat_seen = repeat_seen  # also return this many already-seen samples (a repeating driver)
         self.loop = loop  # replay the recording again and again (energy keeps counting up)
+        # CPU a call burns, like a driver that busy-waits: {"nvmlDeviceGetTotalEnergyConsumption": 0.004,
+        # "field:83": 0.004} (a field id's cost is paid by every nvmlDeviceGetFieldValues asking for it).
+        self.cpu_cost_s = dict(cpu_cost_s or {})
         self._clock_ns = clock_ns or time.time_ns
         self._t0_ns: int | None = None
         self.calls: dict[str, int] = {}
@@ -222,8 +226,15 @@ class FakeNvml:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
         return (self._clock_ns() - self._t0_ns) / 1e9
 
+    def _burn(self, seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
     def _enter(self, call: str, gpu: int | None = None) -> float:
         self.calls[call] = self.calls.get(call, 0) + 1
+        if call in self.cpu_cost_s:
+            self._burn(self.cpu_cost_s[call])
         elapsed = self._elapsed_s()
         for fault in self.recording.faults:
             if fault.call in (call, "*") and (fault.gpu is None or fault.gpu == gpu) and fault.from_s <= elapsed < fault.to_s:
@@ -296,6 +307,7 @@ class FakeNvml:
         now_us = self._clock_ns() // 1000
         for i, fid in enumerate(field_ids):
             field_id, scope = fid if isinstance(fid, tuple) else (fid, 0)
+            self._burn(self.cpu_cost_s.get(f"field:{field_id}", 0.0))
             v = values[i]
             v.fieldId, v.scopeId, v.timestamp = field_id, scope, now_us
             attr, value_type = self._FIELDS.get(field_id, (None, 1))

@@ -53,7 +53,8 @@ class SamplerConfig:
     drain_interval_s: float = 0.5  # the H100 ring holds ~2.4 s of 20 ms samples: 4x margin
     flush_interval_s: float = 1.0  # a kill loses at most this much
     engine_interval_s: float = 1.0
-    slow_every: int = 4  # NVML: memory clock, utilisation, memory, temperature every 4th poll
+    expensive_every: int = 20  # NVML: a read costing more CPU than expensive_cpu_us happens every Nth poll
+    expensive_cpu_us: float = 200.0
     live_interval_s: float = 1.0
     nvml: Any = None  # a pynvml-like object (kairosbench.testing.FakeNvml); None = pynvml
 
@@ -64,7 +65,7 @@ def build_source(spec_text: str, config: SamplerConfig, *, now_ns: Callable[[], 
     if spec.kind == "nvml":
         from kairosbench.profiler.source_nvml import NvmlSource
 
-        return NvmlSource(config.nvml, now_ns=now_ns, slow_every=config.slow_every)
+        return NvmlSource(config.nvml, now_ns=now_ns, expensive_every=config.expensive_every, expensive_cpu_us=config.expensive_cpu_us)
     if spec.kind == "emulator":
         from kairosbench.profiler.source_emulator import EmulatorSource
 
@@ -148,8 +149,8 @@ class Sampler:
         return self.config.interval_s if self.config.interval_s else source.default_interval_s
 
     # -- single steps ------------------------------------------------------------------------
-    async def poll_source(self, source: TelemetrySource) -> None:
-        rows = await source.poll()
+    async def poll_source(self, source: TelemetrySource, *, full: bool = False) -> None:
+        rows = await source.poll(full=full)
         for row in rows:
             self.latest[f"{row['host']}/{row['gpu']}/{row['source']}"] = row
         if self.power is not None:
@@ -215,7 +216,7 @@ class Sampler:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             for _, source in self.sources:
-                await _quietly(self.poll_source(source))
+                await _quietly(self.poll_source(source, full=True))
                 if source.has_buffer:
                     await _quietly(self.drain_source(source))
             await self.flush()

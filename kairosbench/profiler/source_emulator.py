@@ -96,7 +96,7 @@ class EmulatorSource:
             self._dedup.last_us = newest
             self.buffer_clock.detect(newest)
 
-    async def poll(self) -> list[Row]:
+    async def poll(self, *, full: bool = False) -> list[Row]:
         t0 = self._now_ns()
         try:
             payload = await self._fetcher.get_json(f"{self.base_url}/kairosbench/gpu")

@@ -123,7 +123,7 @@ class PrometheusSource:
             )
         return [GpuInfo(r["host"], r["gpu"], self.kind, self._models.get((r["host"], r["gpu"]), "")) for r in rows]
 
-    async def poll(self) -> list[Row]:
+    async def poll(self, *, full: bool = False) -> list[Row]:
         try:
             rows = await self._scrape()
         except TelemetryError as exc:

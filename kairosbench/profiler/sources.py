@@ -58,8 +58,11 @@ class TelemetrySource(Protocol):
         """Connect and list the GPUs. Raises a TelemetryError if the source cannot be used."""
         ...
 
-    async def poll(self) -> list[Row]:
-        """Read the current values of every GPU: one ``kind="poll"`` row each."""
+    async def poll(self, *, full: bool = False) -> list[Row]:
+        """Read the current values of every GPU: one ``kind="poll"`` row each.
+
+        A source that reads some signals only every few polls reads them all when ``full``
+        (the sampler asks at its last poll, so every signal reaches the stop time)."""
         ...
 
     async def drain(self) -> list[Row]:

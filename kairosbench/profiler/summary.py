@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from rich.table import Table
 
-from kairosbench.profiler.energy import counter_energy_j, disagreement, trapezoid_j
+from kairosbench.profiler.energy import counter_energy_from_polls, disagreement, trapezoid_j
 from kairosbench.profiler.periods import gpu_groups
 from kairosbench.profiler.schema import KIND_BUFFER
 
@@ -144,7 +144,7 @@ def summarize_table(table: pa.Table, *, tolerance_frac: float = DEFAULT_TOLERANC
             series_t, series_p, used = t[poll], col["power_avg_w"][poll], "power_avg_w"
         else:
             series_t, series_p, used = np.array([], dtype=np.int64), np.array([]), ""
-        counter = counter_energy_j(t[poll], col["energy_j"][poll], series_t, series_p)
+        counter = counter_energy_from_polls(t[poll], col["energy_j"][poll], col["power_avg_w"][poll], series_t, series_p)
         if counter is not None:
             window = (counter.t0_ns, counter.t1_ns)
         elif len(series_t):
