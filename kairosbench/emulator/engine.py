@@ -19,6 +19,7 @@ emitted at its end time.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from kairosbench.emulator.gpu import EmulatedGpu, GpuReading
@@ -50,6 +51,10 @@ class EngineConfig:
     clock_settle_s: float = 0.05  # [proposal] ANCHORS §3.4: 10-100 ms
     trace_bin_s: float = 0.02  # power trace resolution = NVML's 20 ms sample buffer
     trace_keep_s: float | None = 60.0  # None: keep the whole run (simulator series)
+    # Simulator fast path: run stretches of pure-decode steps as one event (exactly the same
+    # model, fewer Python round trips). Off for the live server, which streams every token.
+    macro_steps: bool = False
+    max_macro_steps: int = 512
 
 
 @dataclass(slots=True)
@@ -64,6 +69,21 @@ class StepOutput:
     tokens: list[EngineRequest]
     finished: list[EngineRequest]
     preempted: list[EngineRequest]
+    steps: int = 1  # > 1: a run of pure-decode steps; each request in ``tokens`` got this many
+
+
+def _aggregate(sps: list[StepPower]) -> StepPower:
+    """One StepPower standing for a run of steps (time-weighted power and clock)."""
+    total = sum(sp.duration_s for sp in sps)
+    return StepPower(
+        f_eff_mhz=sps[-1].f_eff_mhz,
+        duration_s=total,
+        power_w=sum(sp.power_w * sp.duration_s for sp in sps) / total,
+        compute_s=sum(sp.compute_s for sp in sps),
+        mem_s=sum(sp.mem_s for sp in sps),
+        kernel_s=sum(sp.kernel_s for sp in sps),
+        capped=any(sp.capped for sp in sps),
+    )
 
 
 class Engine:
@@ -104,6 +124,8 @@ class Engine:
         self._inflight_end = 0.0
         self._inflight_power: StepPower | None = None
         self._pending_start: float | None = None
+        self._run_ends: list[float] | None = None  # per-step end times of a planned decode run
+        self._run_powers: list[StepPower] | None = None
         self._buffer: list[StepOutput] = []
         self.busy_s = 0.0
 
@@ -151,6 +173,7 @@ class Engine:
             )
         t_s = max(t_s, self._now)
         self._advance(t_s, plan_before=True)
+        self._cut_run(t_s)
         req.arrival_s = t_s
         self.scheduler.add(req)
         if self._inflight is None and self._pending_start is None:
@@ -160,6 +183,7 @@ class Engine:
         """Drop ``req`` (client went away): its blocks are freed now or at the current step's end."""
         t_s = max(t_s, self._now)
         self._advance(t_s, plan_before=True)
+        self._cut_run(t_s)
         if self.scheduler.abort(req) and self._inflight is None and not self.has_work:
             self._pending_start = None
 
@@ -188,14 +212,16 @@ class Engine:
         self.sync(t_s)
         return self.gpu.reading(t_s)
 
-    def set_clock(self, f_mhz: int | None, t_s: float) -> None:
-        """Lock the SM clock (a supported value) or reset it (None)."""
+    def set_clock(self, f_mhz: int | None, t_s: float, *, immediate: bool = False) -> None:
+        """Lock the SM clock (a supported value) or reset it (None). The change reaches steps
+        that start ``clock_settle_s`` later, or at once with ``immediate`` (static setups)."""
         t_s = max(t_s, self._now)
         self._advance(t_s, plan_before=True)
+        self._cut_run(t_s)
         if f_mhz is None:
-            self.gpu.reset_clock(t_s)
+            self.gpu.reset_clock(t_s, immediate=immediate)
         else:
-            self.gpu.lock_clock(f_mhz, t_s)
+            self.gpu.lock_clock(f_mhz, t_s, immediate=immediate)
 
     def forget_stream(self, stream_key: object) -> None:
         self.scheduler.forget_stream(stream_key)
@@ -233,18 +259,54 @@ class Engine:
             # Cannot happen while prompt + max_tokens <= max_model_len <= KV capacity (checked in
             # add_request): some request always fits once all others are preempted.
             raise RuntimeError(f"scheduler made no progress: {len(sched.running)} running, {len(sched.waiting)} waiting")
-        cost = self.roofline.cost(batch.work)
-        sp = self.gpu.run_step(cost, t0)
         self._inflight = batch
         self._inflight_start = t0
+        cfg = self.config
+        k = 1
+        if cfg.macro_steps and not self.gpu.change_pending:
+            k = sched.decode_run_length(batch, cfg.max_macro_steps)
+        if k > 1:
+            sps = self.gpu.run_steps(self.roofline.decode_costs(batch.work, k), t0)
+            ends = []
+            t = t0
+            for sp in sps:
+                t += sp.duration_s
+                ends.append(t)
+            self._run_ends, self._run_powers = ends, sps
+            self._inflight_end = ends[-1]
+            self._inflight_power = _aggregate(sps)
+            self.busy_s += ends[-1] - t0
+            return
+        sp = self.gpu.run_step(self.roofline.cost(batch.work), t0)
         self._inflight_end = t0 + sp.duration_s
         self._inflight_power = sp
         self.busy_s += sp.duration_s
 
+    def _cut_run(self, t_s: float) -> None:
+        """An outside event at ``t_s`` (arrival, abort, clock change) ends a planned decode run
+        after the step in flight at ``t_s``, exactly where single steps would let it act."""
+        ends = self._run_ends
+        if ends is None or self._inflight is None:
+            return
+        keep = bisect_right(ends, t_s) + 1
+        if keep >= len(ends):
+            return
+        assert self._run_powers is not None
+        self.gpu.truncate_run(self._inflight_start, self._run_powers, keep)
+        self.busy_s -= ends[-1] - ends[keep - 1]
+        del ends[keep:]
+        del self._run_powers[keep:]
+        self._inflight_end = ends[-1]
+        self._inflight_power = _aggregate(self._run_powers)
+
     def _complete(self, t_end: float) -> None:
         batch = self._inflight
         assert batch is not None and self._inflight_power is not None
-        got, done = self.scheduler.complete(batch, t_end)
+        k = 1
+        if self._run_ends is not None:
+            k = len(self._run_ends)
+            self._run_ends = self._run_powers = None
+        got, done = self.scheduler.complete_run(batch, k, t_end)
         self._buffer.append(
             StepOutput(
                 t_start=self._inflight_start,
@@ -255,6 +317,7 @@ class Engine:
                 tokens=got,
                 finished=done,
                 preempted=batch.preempted,
+                steps=k,
             )
         )
         self._inflight = None

@@ -185,8 +185,8 @@ class EmulatedGpu:
         self.time_at_clock_s: dict[int, float] = {}
 
     # ---- clock control (NVML semantics) -----------------------------------------------------
-    def lock_clock(self, f_mhz: int, t_s: float) -> None:
-        """Lock the SM clock to a supported value from ``t_s + clock_settle_s``."""
+    def lock_clock(self, f_mhz: int, t_s: float, *, immediate: bool = False) -> None:
+        """Lock the SM clock to a supported value from ``t_s + clock_settle_s`` (or at once)."""
         if not isinstance(f_mhz, int) or isinstance(f_mhz, bool) or f_mhz not in self._supported_set:
             raise ClockError(
                 f"sm_clock_mhz={f_mhz!r} is not a supported clock of {self.preset.name}; supported: "
@@ -194,13 +194,15 @@ class EmulatedGpu:
             )
         self.fill_idle(t_s)
         self.locked_clock_mhz = f_mhz
-        self._pending = (t_s + self.clock_settle_s, f_mhz)
+        self._pending = (t_s + (0.0 if immediate else self.clock_settle_s), f_mhz)
+        self._settle(t_s)
 
-    def reset_clock(self, t_s: float) -> None:
+    def reset_clock(self, t_s: float, *, immediate: bool = False) -> None:
         """Back to the default governor (``nvmlDeviceResetGpuLockedClocks``)."""
         self.fill_idle(t_s)
         self.locked_clock_mhz = None
-        self._pending = (t_s + self.clock_settle_s, None)
+        self._pending = (t_s + (0.0 if immediate else self.clock_settle_s), None)
+        self._settle(t_s)
 
     def set_power_limit(self, watts: float) -> None:
         p = self.preset
@@ -212,6 +214,11 @@ class EmulatedGpu:
         if self._pending is not None and t_s >= self._pending[0]:
             self._applied_lock = self._pending[1]
             self._pending = None
+
+    @property
+    def change_pending(self) -> bool:
+        """A clock change was requested and has not reached the hardware yet."""
+        return self._pending is not None
 
     def requested_clock(self, t_s: float) -> int:
         """The clock the hardware aims for under load at ``t_s`` (before power capping)."""
@@ -236,6 +243,46 @@ class EmulatedGpu:
         self.last_step_clock_mhz = sp.f_eff_mhz
         self.time_at_clock_s[sp.f_eff_mhz] = self.time_at_clock_s.get(sp.f_eff_mhz, 0.0) + d
         return sp
+
+    def run_steps(self, costs: list[StepCost], t0_s: float) -> list[StepPower]:
+        """Back-to-back steps planned together (the simulator's decode fast path), recorded as
+        one trace segment with their mean power, clock and busy fractions."""
+        self.fill_idle(t0_s)
+        f_req = self.requested_clock(t0_s)
+        step, limit = self.model.step, self.power_limit_w
+        sps = [step(c, f_req, limit) for c in costs]
+        self._record_run(t0_s, sps, 1.0)
+        return sps
+
+    def truncate_run(self, t0_s: float, sps: list[StepPower], keep: int) -> None:
+        """Keep only the first ``keep`` steps of a run recorded by ``run_steps``."""
+        self._record_run(t0_s, sps, -1.0)
+        self.trace.end_s = t0_s  # the run was the last thing recorded
+        self._record_run(t0_s, sps[:keep], 1.0)
+
+    def _record_run(self, t0_s: float, sps: list[StepPower], sign: float) -> None:
+        total = energy = clock = kern = mem = 0.0
+        capped = False
+        tac = self.time_at_clock_s
+        for sp in sps:
+            d = sp.duration_s
+            total += d
+            energy += sp.power_w * d
+            clock += sp.f_eff_mhz * d
+            kern += sp.kernel_s
+            mem += sp.mem_s
+            capped = capped or sp.capped
+            tac[sp.f_eff_mhz] = tac.get(sp.f_eff_mhz, 0.0) + sign * d
+        if total <= 0:
+            return
+        reasons = THROTTLE_SW_POWER_CAP if capped else 0
+        if self._applied_lock is not None and self._applied_lock < self.preset.f_max_mhz:
+            reasons |= THROTTLE_APPLICATIONS_CLOCKS_SETTING
+        t1 = t0_s + total
+        self.trace.add(t0_s, t1, sign * energy / total, sign * clock / total, sign * kern / total, sign * mem / total, reasons if sign > 0 else 0)
+        if sign > 0:
+            self._last_busy_end = t1
+            self.last_step_clock_mhz = sps[-1].f_eff_mhz
 
     def idle_clock_at(self, t_s: float) -> int:
         """The SM clock an idle GPU sits at (governor or lock)."""

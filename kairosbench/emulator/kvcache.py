@@ -21,8 +21,11 @@ server hashes words, the simulator hashes (session, position)); see ``engine.Eng
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from itertools import islice, repeat
 from typing import Iterable, Sequence
+
+import numpy as np
 
 __all__ = ["KVCache", "KVCacheStats"]
 
@@ -40,9 +43,14 @@ class KVCacheStats:
 
 
 class KVCache:
-    """Block pool + prefix-cache index + LRU free queue."""
+    """Block pool + prefix-cache index + LRU free queue.
 
-    __slots__ = ("num_blocks", "block_size", "enable_prefix_caching", "ref_cnt", "block_hash", "_free", "cached", "stats")
+    Bulk operations over a request's block table (lookup, touch, free, allocate) run at C
+    speed (``map`` over dict methods, numpy reference counts): a 100k-token agent context is
+    6,250 blocks, and every turn of every agent touches all of them.
+    """
+
+    __slots__ = ("num_blocks", "block_size", "enable_prefix_caching", "ref_cnt", "hash_of", "_free", "cached", "stats")
 
     def __init__(self, num_blocks: int, block_size: int = 16, *, enable_prefix_caching: bool = True) -> None:
         if num_blocks <= 0 or block_size <= 0:
@@ -50,11 +58,11 @@ class KVCache:
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
-        self.ref_cnt: list[int] = [0] * num_blocks
-        self.block_hash: list[int | None] = [None] * num_blocks
-        # Insertion order is LRU order: popitem(last=False) is the next block to (re)use.
+        self.ref_cnt = np.zeros(num_blocks, dtype=np.int32)
+        self.hash_of: dict[int, int] = {}  # block -> its hash, for blocks registered in ``cached``
+        # Insertion order is LRU order: the first key is the next block to (re)use.
         self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
-        self.cached: dict[int, int] = {}
+        self.cached: dict[int, int] = {}  # hash -> block; invariant: hash_of[cached[h]] == h
         self.stats = KVCacheStats()
 
     # ---- readings -------------------------------------------------------------------------
@@ -80,34 +88,38 @@ class KVCache:
         """The free queue head (evicted first) to tail. For tests and debugging."""
         return list(self._free)
 
+    def block_hash(self, block: int) -> int | None:
+        return self.hash_of.get(block)
+
     # ---- prefix cache ---------------------------------------------------------------------
     def lookup(self, hashes: Sequence[int], max_blocks: int) -> list[int]:
         """Blocks of the longest cached prefix of ``hashes[:max_blocks]`` (no side effects)."""
-        if not self.enable_prefix_caching:
-            return []
-        cached = self.cached
-        out: list[int] = []
         n = min(max_blocks, len(hashes))
-        for i in range(n):
-            bid = cached.get(hashes[i])
-            if bid is None:
-                break
-            out.append(bid)
-        return out
+        if not self.enable_prefix_caching or n <= 0:
+            return []
+        found = list(map(self.cached.get, islice(hashes, n)))
+        try:
+            del found[found.index(None) :]
+        except ValueError:
+            pass
+        return found  # type: ignore[return-value]
 
-    def num_evictable(self, blocks: Iterable[int]) -> int:
+    def num_evictable(self, blocks: Sequence[int]) -> int:
         """How many of ``blocks`` sit in the free queue (touching them shrinks ``num_free``)."""
-        ref = self.ref_cnt
-        return sum(1 for b in blocks if ref[b] == 0)
+        if not blocks:
+            return 0
+        return int(np.count_nonzero(self.ref_cnt[np.asarray(blocks, dtype=np.int64)] == 0))
 
-    def touch(self, blocks: Iterable[int]) -> None:
+    def touch(self, blocks: Sequence[int]) -> None:
         """Take a reference on cache-hit blocks, pulling idle ones out of the free queue."""
+        if not blocks:
+            return
+        idx = np.asarray(blocks, dtype=np.int64)
         ref = self.ref_cnt
-        free = self._free
-        for b in blocks:
-            if ref[b] == 0:
-                del free[b]
-            ref[b] += 1
+        idle = idx[ref[idx] == 0]
+        if len(idle):
+            deque(map(self._free.__delitem__, idle.tolist()), maxlen=0)
+        ref[idx] += 1  # a block table never lists a block twice
 
     def allocate(self, n: int) -> list[int] | None:
         """``n`` fresh blocks from the LRU head (evicting their cached hashes), or None."""
@@ -116,66 +128,64 @@ class KVCache:
             return None
         if n <= 0:
             return []
-        out: list[int] = []
-        ref = self.ref_cnt
-        bhash = self.block_hash
-        cached = self.cached
-        evicted = 0
-        for _ in range(n):
+        if n == 1:  # the decode hot path
             b, _unused = free.popitem(last=False)
-            h = bhash[b]
-            if h is not None:
-                if cached.get(h) == b:
-                    del cached[h]
-                bhash[b] = None
-                evicted += 1
-            ref[b] = 1
-            out.append(b)
-        self.stats.evicted_blocks += evicted
+            out = [b]
+        else:
+            out = list(islice(free, n))
+            deque(map(free.__delitem__, out), maxlen=0)
+        if self.hash_of:
+            gone = [h for h in map(self.hash_of.pop, out, repeat(None)) if h is not None]
+            if gone:
+                deque(map(self.cached.__delitem__, gone), maxlen=0)
+                self.stats.evicted_blocks += len(gone)
+        if n == 1:
+            self.ref_cnt[out[0]] = 1
+        else:
+            self.ref_cnt[np.asarray(out, dtype=np.int64)] = 1
         self.stats.allocated_blocks += n
         return out
 
     def free(self, blocks: Sequence[int]) -> None:
         """Drop one reference on each block, tail first; unreferenced blocks become evictable
         at the queue tail with their hash kept."""
+        if not blocks:
+            return
+        idx = np.asarray(blocks, dtype=np.int64)[::-1]
         ref = self.ref_cnt
-        free = self._free
-        for i in range(len(blocks) - 1, -1, -1):
-            b = blocks[i]
-            r = ref[b] - 1
-            ref[b] = r
-            if r == 0:
-                free[b] = None
-            elif r < 0:  # pragma: no cover - an invariant breach is a bug, fail loudly
-                raise RuntimeError(f"block {b} freed more often than referenced")
+        ref[idx] -= 1
+        after = ref[idx]
+        if after.min() < 0:  # pragma: no cover - an invariant breach is a bug, fail loudly
+            raise RuntimeError("a block was freed more often than referenced")
+        zero = idx[after == 0]
+        if len(zero):
+            self._free.update(dict.fromkeys(zero.tolist()))
 
     def cache_block(self, block_id: int, block_hash: int) -> None:
         """Register a now-full block under its hash (first writer wins, as in vLLM)."""
-        if not self.enable_prefix_caching or self.block_hash[block_id] is not None:
-            return
-        if block_hash in self.cached:
-            return  # the same content already lives in another block; this one stays anonymous
+        if not self.enable_prefix_caching or block_id in self.hash_of or block_hash in self.cached:
+            return  # already registered, or the same content lives in another block
         self.cached[block_hash] = block_id
-        self.block_hash[block_id] = block_hash
+        self.hash_of[block_id] = block_hash
 
     def reset_prefix_cache(self) -> int:
         """Forget every hash of unreferenced blocks (vLLM ``reset_prefix_cache``). Returns count."""
         n = 0
         for b in list(self._free):
-            h = self.block_hash[b]
+            h = self.hash_of.pop(b, None)
             if h is not None:
-                if self.cached.get(h) == b:
-                    del self.cached[h]
-                self.block_hash[b] = None
+                del self.cached[h]
                 n += 1
         return n
 
     def check_invariants(self) -> None:
         """Raise AssertionError if the pool is inconsistent (property tests call this)."""
         free = self._free
-        assert len(free) + sum(1 for r in self.ref_cnt if r > 0) == self.num_blocks, "block neither free nor owned"
+        ref = self.ref_cnt
+        assert (ref >= 0).all(), "negative reference count"
+        assert len(free) + int(np.count_nonzero(ref > 0)) == self.num_blocks, "block neither free nor owned"
         for b in free:
-            assert self.ref_cnt[b] == 0, f"block {b} is free but referenced"
+            assert ref[b] == 0, f"block {b} is free but referenced"
         for h, b in self.cached.items():
-            assert self.block_hash[b] == h, f"cache index points at block {b} with another hash"
-        assert all(r >= 0 for r in self.ref_cnt)
+            assert self.hash_of.get(b) == h, f"cache index points at block {b} with another hash"
+        assert len(self.hash_of) == len(self.cached)

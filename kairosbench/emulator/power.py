@@ -1,9 +1,13 @@
 """Board power from utilisation and SM clock, with the power limit enforced by throttling.
 
-For a step of duration t at SM clock f (r = f / f_max, s = r^gamma)::
+For a step of duration t at SM clock f (s = f·V(f)² relative to the die's reference clock
+f_ref, 1980 MHz for GH100: (f / f_ref)^gamma while the voltage scales, linear in f once the
+voltage sits at its floor; ``clock_power_scale``)::
 
     E = t · P_idle(f)                      clocks running, nothing issued (overhead gaps too)
-      + t_c · P_compute · s                tensor/SM work, t_c = t_cmp · f_max / f
+      + t_a · P_compute · s                tensor work, t_a = t_active(f_max) · f_max / f (the
+                                           compute time with decode attention's empty tile rows
+                                           not counted: see roofline.StepCost)
       + t_m · (P_stream · s + P_hbm)       moving HBM data: SM/L2/fabric side scales with the
                                            clock, the DRAM side does not
     P = E / t
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from kairosbench.emulator.presets import GpuPreset
 from kairosbench.emulator.roofline import StepCost
 
-__all__ = ["PowerModel", "StepPower"]
+__all__ = ["PowerModel", "StepPower", "clock_power_scale"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,14 @@ class StepPower:
     capped: bool  # the power limit pulled the clock below the requested one
 
 
+def clock_power_scale(gpu: GpuPreset, f_mhz: float) -> float:
+    """Dynamic power at ``f`` relative to the reference clock: f·V(f)², with V ∝ f^((γ−1)/2)
+    above the voltage floor (so (f/f_ref)^γ there) and V = V_min below it (linear in f)."""
+    r = f_mhz / gpu.power_ref_clock_mhz
+    v = max(gpu.voltage_floor_frac, r ** ((gpu.power_exponent - 1.0) / 2.0))
+    return r * v * v
+
+
 class PowerModel:
     """Per-GPU constants, precomputed per supported clock for the hot path."""
 
@@ -51,8 +63,8 @@ class PowerModel:
         self.clocks = gpu.supported_sm_clocks_mhz
         self._index = {f: i for i, f in enumerate(self.clocks)}
         fmax, fmin = gpu.f_max_mhz, gpu.f_min_mhz
-        self._ratio = [f / fmax for f in self.clocks]
-        self._scale = [r**gpu.power_exponent for r in self._ratio]
+        self._ratio = [f / fmax for f in self.clocks]  # step time scales with f / f_max
+        self._scale = [clock_power_scale(gpu, f) for f in self.clocks]
         span = (fmax - fmin) or 1
         self._idle = [gpu.p_idle_parked_w + (gpu.p_idle_hot_w - gpu.p_idle_parked_w) * (f - fmin) / span for f in self.clocks]
         self._pc, self._ps, self._ph = gpu.p_compute_w, gpu.p_stream_w, gpu.p_hbm_w
@@ -74,10 +86,11 @@ class PowerModel:
         """(duration, power, compute time) of ``cost`` at clock index ``i``."""
         r = self._ratio[i]
         tc = cost.t_cmp_fmax_s / r
+        ta = cost.t_active_s / r
         tm = cost.t_mem_s
         t = cost.t_overhead_s + (tm if tm > tc else tc)
         s = self._scale[i]
-        energy = t * self._idle[i] + tc * self._pc * s + tm * (self._ps * s + self._ph)
+        energy = t * self._idle[i] + ta * self._pc * s + tm * (self._ps * s + self._ph)
         return t, energy / t, tc
 
     def power_at(self, cost: StepCost, f_mhz: int) -> float:

@@ -55,10 +55,12 @@ class GpuPreset:
     power_limit_min_w: float
     p_idle_parked_w: float  # idle, SM clock parked at the minimum
     p_idle_hot_w: float  # idle, SM clock held at the maximum (right after load)
-    p_compute_w: float  # tensor/SM power at u_c = 1 and f_max, above idle
-    p_stream_w: float  # SM + L2 + fabric power while streaming HBM at u_m = 1 and f_max, above idle
+    p_compute_w: float  # tensor/SM power at u_c = 1 and the reference clock, above idle
+    p_stream_w: float  # SM + L2 + fabric power streaming HBM at u_m = 1 and the reference clock
     p_hbm_w: float  # HBM device power at u_m = 1 (clock independent)
-    power_exponent: float  # gamma in (f / f_max) ** gamma for the clock-scaled terms
+    power_exponent: float  # gamma in (f / f_ref) ** gamma for the clock-scaled terms
+    power_ref_clock_mhz: int  # the clock the two clock-scaled terms are quoted at (same die: same curve)
+    voltage_floor_frac: float  # V_min / V(f_ref): below the clock where V(f) reaches it, power ~ f
     idle_hold_s: float  # default governor: how long clocks stay high after the last work
     temp_ambient_c: float
     temp_c_per_w: float
@@ -100,10 +102,14 @@ _H100_SXM = GpuPreset(
     p_compute_w=1300.0,
     # [calibrated] serving decode at f_max draws ~400-600 W at batch 8-64 for an 8B dense model
     # ([doc] ML.ENERGY v3) and a pure weight-streaming probe drew 500-590 W [measured-here].
-    p_stream_w=260.0,
+    p_stream_w=280.0,
     # [derived] HBM ~3.9 pJ/bit (O'Connor et al., MICRO'17, HBM2) x 3.0 TB/s x 8 bit = 94 W.
     p_hbm_w=94.0,
     power_exponent=2.5,  # [proposal] ANCHORS 3.5: gamma 2.5-3 (GreenLLM, Festina assume cubic)
+    power_ref_clock_mhz=1980,
+    # [assumption] DVFS tables bottom out at a minimum voltage ~0.65-0.7x the boost voltage;
+    # below the clock where V(f) hits it, dynamic power falls only linearly with f.
+    voltage_floor_frac=0.68,
     # [proposal] clocks stayed high through 200 ms gaps [measured-here]; the decay time itself
     # was not measured. 2 s keeps short tool pauses "hot", as observed.
     idle_hold_s=2.0,
@@ -133,13 +139,16 @@ _H100_NVL = GpuPreset(
     # [paper] arXiv 2605.23918: a resident CUDA context / high clocks add +26-50 W over bare
     # idle on HBM parts; 50 + 35.
     p_idle_hot_w=85.0,
-    # [calibrated] scaled from the SXM terms by the TDP ratio (400/700), so that compute-bound
-    # prefill is power-capped on this part too; KAIROS's "~30% power for f_max -> 0.54 f_max"
-    # system anchor is checked by tests/test_calibration_agentic.py.
-    p_compute_w=1300.0 * 400 / 700,
-    p_stream_w=260.0 * 400 / 700,
-    p_hbm_w=94.0 * (3.9 / 3.0) * 0.8,  # [derived] more bandwidth, newer HBM3 stacks (~0.8x pJ/bit)
+    # [derived] the same GH100 die as the SXM part (132 SMs): the same power-vs-clock curve,
+    # quoted at 1980 MHz; this board runs it to 1680 MHz under a 400 W limit, so compute-bound
+    # prefill throttles harder. KAIROS's system-level anchor (f_max -> 0.54 f_max: ~-30% power,
+    # little throughput loss) is checked by tests/test_calibration_agentic.py.
+    p_compute_w=1300.0,
+    p_stream_w=280.0,
+    p_hbm_w=94.0 * (3.9 / 3.0),  # [derived] same pJ/bit at 3.9 TB/s
     power_exponent=2.5,
+    power_ref_clock_mhz=1980,
+    voltage_floor_frac=0.68,
     idle_hold_s=2.0,
     temp_ambient_c=30.0,
     temp_c_per_w=0.1,

@@ -12,6 +12,13 @@
 * ``t_cmp`` = FLOPs / (tensor-core peak x efficiency) at f_max, scaled by f_max/f: linear
   layers 2·(active − embedding params) per token, logits 2·hidden·vocab per sampled token,
   attention 4·layers·q_heads·head_dim per (query, key) pair.
+* **Decode attention runs on mostly empty tensor-core tiles.** A decoding sequence brings one
+  query row per query head; with grouped-query attention the kernel stacks the ``q_heads /
+  kv_heads`` heads that share a KV head into the M dimension of a 64-row MMA tile (Hopper
+  ``wgmma`` M = 64; FlashAttention's decode path), so only group/64 of the tile does work.
+  Its arithmetic intensity is just 2·group FLOP per KV byte, and at long contexts this is what
+  turns decode compute-bound as the clock drops (ANCHORS §3.3: "the knee moves up with batch
+  size and context").
 * The knee is not a constant: it sits where t_cmp·f_max/f overtakes t_mem, which moves with
   batch size, chunk size and context length.
 
@@ -33,9 +40,12 @@ class RooflineParams:
 
     # Large prefill GEMMs: [measured-here] an 8192^3 bf16 GEMM reached the tensor peak at its
     # (throttled) clock; LLM-shaped GEMMs (skinny, fused MoE) get less. [assumption] 0.75.
-    gemm_efficiency: float = 0.75
+    gemm_efficiency: float = 0.85
     # FlashAttention-2/3 on Hopper reaches ~50-75% of peak [doc: FA3 paper]; [assumption] 0.55.
     attn_efficiency: float = 0.55
+    # Rows of the tensor-core tile a decode step's grouped query heads are padded into:
+    # [doc] Hopper wgmma instructions have M = 64.
+    mma_tile_rows: int = 64
     # Per-step time in which the GPU does little: host-side scheduling/sampling and the floor of
     # many small per-layer kernels (norms, rotary, router, top-k, permutes) that CUDA graphs
     # cannot shorten. [assumption] 0.4 ms + 20 us per dense layer (40 us per MoE layer) +
@@ -54,7 +64,8 @@ class StepWork:
     ``tokens``: new tokens (prefill chunk tokens + one per decoding request);
     ``seqs``: scheduled requests; ``sampled``: requests that sample a token this step;
     ``kv_tokens``: sum over requests of the context attended (already computed + new);
-    ``attn_pairs``: sum over requests of n·(c + (n+1)/2), the causal (query, key) pairs.
+    ``attn_pairs``: sum over prefill requests (n > 1) of n·(c + (n+1)/2), the causal
+    (query, key) pairs; ``decode_attn_pairs``: sum over decoding requests (n = 1) of c + 1.
     """
 
     tokens: int = 0
@@ -63,15 +74,26 @@ class StepWork:
     prefill_tokens: int = 0
     kv_tokens: int = 0
     attn_pairs: float = 0.0
+    decode_attn_pairs: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class StepCost:
-    """A step's time components at f_max (seconds)."""
+    """A step's time components at f_max (seconds).
+
+    ``t_active_fmax_s`` is the compute time weighted by how full the tensor-core tiles are: it
+    equals ``t_cmp_fmax_s`` except for decode attention, whose padded tile rows take time but
+    draw no tensor power. ``power.py`` charges compute power on it.
+    """
 
     t_overhead_s: float
     t_mem_s: float
     t_cmp_fmax_s: float
+    t_active_fmax_s: float = -1.0  # < 0: same as t_cmp_fmax_s
+
+    @property
+    def t_active_s(self) -> float:
+        return self.t_cmp_fmax_s if self.t_active_fmax_s < 0 else self.t_active_fmax_s
 
     def duration_at(self, f_over_fmax: float) -> float:
         tc = self.t_cmp_fmax_s / f_over_fmax
@@ -96,6 +118,7 @@ class Roofline:
         "_attn_flops_per_pair",
         "_gemm_rate",
         "_attn_rate",
+        "_decode_attn_rate",
         "_overhead_s",
     )
 
@@ -113,6 +136,8 @@ class Roofline:
         peak = gpu.fp8_flops_at_fmax if model.weight_dtype == "fp8" else gpu.bf16_flops_at_fmax
         self._gemm_rate = peak * params.gemm_efficiency
         self._attn_rate = gpu.bf16_flops_at_fmax * params.attn_efficiency  # KV cache is BF16
+        group = max(1, model.q_heads // model.kv_heads)
+        self._decode_attn_rate = self._attn_rate * min(1.0, group / params.mma_tile_rows)
         per_layer = params.overhead_per_moe_layer_s if model.is_moe else params.overhead_per_layer_s
         self._overhead_s = params.overhead_s + model.layers * per_layer
 
@@ -122,6 +147,18 @@ class Roofline:
             return 0.0
         return 1.0 - self._keep**tokens
 
+    def decode_costs(self, w: StepWork, k: int) -> list[StepCost]:
+        """Costs of ``k`` consecutive pure-decode steps starting with ``w``: every sequence adds
+        one token of context per step (the simulator's fast path)."""
+        first = self.cost(w)
+        if k <= 1:
+            return [first]
+        d_mem = self._kv_bytes * w.seqs / self._bw
+        d_cmp = self._attn_flops_per_pair * w.seqs / self._decode_attn_rate
+        d_act = self._attn_flops_per_pair * w.seqs / self._attn_rate
+        oh, tm, tc, ta = first.t_overhead_s, first.t_mem_s, first.t_cmp_fmax_s, first.t_active_s
+        return [StepCost(oh, tm + j * d_mem, tc + j * d_cmp, ta + j * d_act) for j in range(k)]
+
     def cost(self, w: StepWork) -> StepCost:
         weight_bytes = self._dense_bytes
         if self._n_exp:
@@ -129,5 +166,8 @@ class Roofline:
         kv_bytes = self._kv_bytes * (w.kv_tokens + w.tokens)  # read context + write new entries
         t_mem = (weight_bytes + kv_bytes) / self._bw
         lin = self._lin_flops_per_tok * w.tokens + self._logit_flops * w.sampled
-        t_cmp = lin / self._gemm_rate + self._attn_flops_per_pair * w.attn_pairs / self._attn_rate
-        return StepCost(self._overhead_s + self.params.overhead_per_seq_s * w.seqs, t_mem, t_cmp)
+        af = self._attn_flops_per_pair
+        t_base = lin / self._gemm_rate + af * w.attn_pairs / self._attn_rate
+        t_cmp = t_base + af * w.decode_attn_pairs / self._decode_attn_rate
+        t_act = t_base + af * w.decode_attn_pairs / self._attn_rate
+        return StepCost(self._overhead_s + self.params.overhead_per_seq_s * w.seqs, t_mem, t_cmp, t_act)

@@ -123,7 +123,7 @@ class Scheduler:
         reqs, n_new, w = batch.reqs, batch.n_new, batch.work
         running = self.running
         tokens = seqs = sampled = prefill = kv_tokens = 0
-        pairs = 0.0
+        pairs = dpairs = 0.0
 
         i = 0
         while i < len(running) and budget > 0:
@@ -155,7 +155,10 @@ class Scheduler:
             tokens += n
             seqs += 1
             kv_tokens += c
-            pairs += n * (c + (n + 1) * 0.5)
+            if n == 1:
+                dpairs += c + 1
+            else:
+                pairs += n * (c + (n + 1) * 0.5)
             if c + n == total:
                 sampled += 1
             if n > 1 or c < req.prompt_len:
@@ -214,15 +217,101 @@ class Scheduler:
                 tokens += n
                 seqs += 1
                 kv_tokens += c
-                pairs += n * (c + (n + 1) * 0.5)
+                if n == 1:
+                    dpairs += c + 1
+                else:
+                    pairs += n * (c + (n + 1) * 0.5)
                 if c + n == total:
                     sampled += 1
                 prefill += n
 
-        w.tokens, w.seqs, w.sampled, w.prefill_tokens, w.kv_tokens, w.attn_pairs = tokens, seqs, sampled, prefill, kv_tokens, pairs
+        w.tokens, w.seqs, w.sampled, w.prefill_tokens, w.kv_tokens = tokens, seqs, sampled, prefill, kv_tokens
+        w.attn_pairs, w.decode_attn_pairs = pairs, dpairs
         for r in reqs:
             r.in_flight = True
         return batch
+
+    def decode_run_length(self, batch: Batch, limit: int) -> int:
+        """How many steps, starting with ``batch``, are pure decodes of every running request
+        with nothing else able to change: no finish before the last, enough free blocks, no
+        admission possible (it just failed, and decoding only consumes blocks). 1 when ``batch``
+        is not such a step. The simulator runs that many steps as one (``complete_run``)."""
+        reqs = batch.reqs
+        w = batch.work
+        if limit <= 1 or batch.preempted or w.prefill_tokens or len(reqs) != len(self.running) or w.sampled != len(reqs):
+            return 1
+        k = min(limit, min(r.max_tokens - r.num_output for r in reqs))
+        if k <= 1:
+            return 1
+        bs = self.block_size
+        rho = [r.num_computed % bs for r in reqs]
+        free = self.kv.num_free
+
+        def needed(j: int) -> int:  # blocks steps 1..j allocate, beyond what step 0 holds
+            return sum((x + j) // bs for x in rho)
+
+        if needed(k - 1) <= free:
+            return k
+        lo, hi = 0, k - 1  # needed(lo) <= free < needed(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if needed(mid) <= free:
+                lo = mid
+            else:
+                hi = mid
+        return lo + 1
+
+    def complete_run(self, batch: Batch, k: int, t_end: float) -> tuple[list[EngineRequest], list[EngineRequest]]:
+        """Apply ``k`` pure-decode steps of ``batch`` at once (see ``decode_run_length``).
+
+        Blocks are taken from the LRU head in the order single steps would take them (by step,
+        then by running order), so evictions match step-by-step execution."""
+        if k <= 1:
+            return self.complete(batch, t_end)
+        bs = self.block_size
+        kv = self.kv
+        reqs = batch.reqs
+        events: list[tuple[int, int]] = []
+        for idx, req in enumerate(reqs):
+            if req.abort_requested:
+                continue
+            rho = req.num_computed % bs
+            j = bs - rho if rho else bs
+            while j < k:
+                events.append((j, idx))
+                j += bs
+        if events:
+            events.sort()
+            new = kv.allocate(len(events))
+            if new is None:  # pragma: no cover - decode_run_length guarantees the blocks
+                raise RuntimeError("decode run ran out of KV blocks")
+            for (_j, idx), b in zip(events, new):
+                reqs[idx].blocks.append(b)
+        st = self.stats
+        st.steps += k
+        got: list[EngineRequest] = []
+        done: list[EngineRequest] = []
+        for req in reqs:
+            req.in_flight = False
+            if req.abort_requested:
+                done.append(req)
+                continue
+            c = req.num_computed + k
+            req.num_computed = c
+            full = min(c // bs, len(req.block_hashes))
+            if full > req.num_hashed_blocks:
+                blocks, hashes = req.blocks, req.block_hashes
+                for j in range(req.num_hashed_blocks, full):
+                    kv.cache_block(blocks[j], hashes[j])
+                req.num_hashed_blocks = full
+            req.num_output += k
+            req.last_token_s = t_end
+            st.generation_tokens += k
+            got.append(req)
+            if req.num_output >= req.max_tokens:
+                done.append(req)
+        self._finish(done, t_end)
+        return got, done
 
     def complete(self, batch: Batch, t_end: float) -> tuple[list[EngineRequest], list[EngineRequest]]:
         """Apply a finished step at ``t_end``: returns (requests that got a token, finished)."""
@@ -259,6 +348,11 @@ class Scheduler:
                 got.append(req)
                 if req.num_output >= req.max_tokens:
                     done.append(req)
+        self._finish(done, t_end)
+        return got, done
+
+    def _finish(self, done: list[EngineRequest], t_end: float) -> None:
+        st = self.stats
         if done:
             gone = set()
             for req in done:
@@ -271,7 +365,6 @@ class Scheduler:
                     self._release(req, RequestState.FINISHED, req.finish_reason or "length")
                     st.finished_requests += 1
             self.running = [r for r in self.running if id(r) not in gone]
-        return got, done
 
     # ---- helpers ----------------------------------------------------------------------------
     def _remember(self, req: EngineRequest) -> None:
