@@ -1,4 +1,7 @@
-"""The lean aiohttp streaming client: one POST, the SSE bytes fed to the parser, faults as data.
+"""The streaming client: one POST, the SSE bytes fed to the parser, faults as data.
+
+The streaming POST goes through ``kairosbench.replay.http`` (bytes from the socket straight
+into the SSE parser); the few JSON calls (``/v1/models``, ``/tokenize``) use aiohttp.
 
 Every fault becomes a ``StreamOutcome`` with a ``status`` (never an exception to the caller,
 except cancellation, which is re-raised after the outcome is filled in):
@@ -7,7 +10,7 @@ except cancellation, which is re-raised after the outcome is filled in):
     connect     connection refused / DNS / connect timeout              retryable
     reset       connection reset or closed mid-response                 retryable
     http        non-200 answer (``http_status``); 429, 408 and 5xx      retryable, other 4xx not
-    stall       no bytes for ``idle_timeout_s`` after the first token,
+    stall       no token for ``idle_timeout_s`` after the first one,
                 or no first token within ``first_token_timeout_s``      retryable
     timeout     the whole request past ``total_timeout_s``              retryable
     truncated   the stream ended without [DONE] or a finish_reason      retryable
@@ -17,9 +20,10 @@ except cancellation, which is re-raised after the outcome is filled in):
 
 Stalls are detected by one watchdog task that sweeps in-flight requests every
 ``min(1 s, timeout / 4)`` (so a stall is declared up to that much late), instead of a timer
-per read: a per-read ``asyncio.wait_for`` would cost more than parsing the chunk. aiohttp's
-own ``sock_read`` timeout is not used because it cannot tell a queued request (no bytes yet,
-maybe held by a gateway's admission control) from a stalled stream.
+per read: a per-read ``asyncio.wait_for`` would cost more than parsing the chunk. The two
+phases have separate limits because a request may legitimately wait long for its first token
+(queued in the engine, or held by a gateway's admission control) while a stream that stops
+mid-reply is stuck.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from typing import Any
 
 import aiohttp
 
+from kairosbench import __version__
 from kairosbench.clock import now_ns
 from kairosbench.errors import EndpointError
 from kairosbench.replay.endpoint import rejected_parameter
+from kairosbench.replay.http import ConnectError, HTTPPool, ProtocolError, ResponseSink, ResponseTimeout, StaleConnection, Target
 from kairosbench.replay.sse import MalformedStream, SSEParser
 
 __all__ = ["StreamClient", "StreamOutcome", "ClientTimeouts", "RETRYABLE_STATUSES", "classify_exception"]
@@ -68,7 +74,6 @@ class StreamOutcome:
     t_end_ns: int = 0
     parser: SSEParser | None = None
     rejected_parameter: str | None = None  # a 400/422 naming a parameter we may drop
-    last_ns: int = 0  # last byte (run clock ns); the watchdog reads it
     stalled: str | None = None  # set by the watchdog before it cancels the request
 
     @property
@@ -82,17 +87,56 @@ def classify_exception(exc: BaseException) -> tuple[str, bool, str]:
     msg = f"{type(exc).__name__}: {exc}"[:300]
     if isinstance(exc, MalformedStream):
         return "malformed", False, f"malformed SSE: {exc}"[:300]
-    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+    if isinstance(exc, ProtocolError):
+        return "malformed", False, f"malformed HTTP response: {exc}"[:300]
+    if isinstance(exc, (ConnectError, aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
         return "connect", True, msg
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionResetError, ConnectionResetError)):
+    if isinstance(exc, ResponseTimeout):
+        return "timeout", True, msg
+    if isinstance(exc, (StaleConnection, ConnectionError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
         return "reset", True, msg
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return "timeout", True, msg
     if isinstance(exc, (aiohttp.ClientOSError, aiohttp.ServerConnectionError, OSError)):
         return "reset", True, msg
-    if isinstance(exc, aiohttp.ClientError):
-        return "client", False, msg
     return "client", False, msg
+
+
+def _header_line(name: str, value: str) -> bytes:
+    if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+        raise EndpointError(f"header {name!r} holds a line break")
+    return name.encode("latin-1") + b": " + value.encode("latin-1", "replace")
+
+
+class _SSESink(ResponseSink):
+    """Feeds a 200 response to the SSE parser; keeps (up to 64 KiB of) any other body."""
+
+    __slots__ = ("outcome", "parser", "error_body", "_kept", "on_body")
+
+    def __init__(self, outcome: StreamOutcome, parser: SSEParser) -> None:
+        self.outcome = outcome
+        self.parser = parser
+        self.error_body: list[bytes] = []
+        self._kept = 0
+
+    def on_status(self, status: int, headers: dict[bytes, bytes]) -> None:
+        self.outcome.http_status = status
+        if status == 200:
+            ctype = headers.get(b"content-type", b"")
+            if ctype and b"event-stream" not in ctype:
+                raise MalformedStream(f"expected text/event-stream, got {ctype.decode(errors='replace')!r}")
+            self.on_body = self.parser.feed  # the hot path: bytes straight into the parser
+        else:
+            self.on_body = self._keep
+
+    def _keep(self, data: bytes, t_ns: int) -> None:
+        if self._kept < 65536:
+            self.error_body.append(data[: 65536 - self._kept])
+            self._kept += len(data)
+
+    def on_end(self, t_ns: int) -> None:
+        if self.outcome.http_status == 200:
+            self.parser.close(t_ns)
 
 
 @dataclass
@@ -110,6 +154,8 @@ class StreamClient:
         self._headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
         self._inflight: dict[int, _Inflight] = {}
+        self._targets: dict[str, tuple[Target, bytes]] = {}
+        self.pool = HTTPPool(connect_timeout_s=timeouts.connect_s, clock_offset_ns=_MONO_TO_RUN_NS)
         self._watchdog: asyncio.Task[None] | None = None
         self._next_id = 0
 
@@ -136,6 +182,7 @@ class StreamClient:
                 await self._watchdog
             except asyncio.CancelledError:
                 pass
+        self.pool.close()
         if self._session is not None:
             await self._session.close()
 
@@ -146,42 +193,43 @@ class StreamClient:
         return self._session
 
     # -- streaming ------------------------------------------------------------------------
+    def _head_prefix(self, url: str) -> tuple[Target, bytes]:
+        hit = self._targets.get(url)
+        if hit is None:
+            target = Target.parse(url)
+            lines = [
+                b"POST " + target.path + b" HTTP/1.1",
+                b"Host: " + target.host_header,
+                b"User-Agent: kairosbench/" + __version__.encode(),
+                b"Content-Type: application/json",
+                b"Accept: text/event-stream",
+                b"Accept-Encoding: identity",
+            ]
+            lines += [_header_line(k, v) for k, v in self._headers.items()]
+            hit = self._targets[url] = (target, b"\r\n".join(lines) + b"\r\nContent-Length: ")
+        return hit
+
     async def stream(self, url: str, body: bytes, headers: dict[str, str], outcome: StreamOutcome, *, count_words: bool) -> StreamOutcome:
         """POST ``body`` and consume the SSE reply into ``outcome`` (filled in as it goes)."""
         parser = SSEParser(count_words=count_words, strict=self.strict_sse)
         outcome.parser = parser
+        target, prefix = self._head_prefix(url)
+        head = prefix + str(len(body)).encode() + b"\r\n" + b"".join(_header_line(k, v) + b"\r\n" for k, v in headers.items()) + b"\r\n"
+        sink = _SSESink(outcome, parser)
         rid = self._next_id = self._next_id + 1
         task = asyncio.current_task()
         assert task is not None
         self._inflight[rid] = _Inflight(outcome, task)
-        mono = time.monotonic_ns
-        offset = _MONO_TO_RUN_NS
-        outcome.t_start_ns = outcome.last_ns = mono() + offset
+        outcome.t_start_ns = time.monotonic_ns() + _MONO_TO_RUN_NS
         try:
-            async with self.session.post(url, data=body, headers=headers) as resp:
-                outcome.http_status = resp.status
-                if resp.status != 200:
-                    text = (await resp.content.read(65536)).decode("utf-8", "replace")
-                    outcome.status = "http"
-                    outcome.retryable = resp.status in _RETRYABLE_HTTP
-                    outcome.error = f"HTTP {resp.status}: {_error_text(text)}"[:500]
-                    outcome.rejected_parameter = rejected_parameter(resp.status, text)
-                    return outcome
-                ctype = resp.headers.get("Content-Type", "")
-                if ctype and "event-stream" not in ctype:
-                    text = (await resp.content.read(4096)).decode("utf-8", "replace")
-                    raise MalformedStream(f"expected text/event-stream, got {ctype!r}: {text[:200]!r}")
-                content = resp.content
-                feed = parser.feed
-                while True:
-                    data = await content.readany()
-                    if not data:
-                        break
-                    t = mono() + offset
-                    outcome.last_ns = t
-                    feed(data, t)
-                parser.close(mono() + offset)
-            if parser.error is not None:
+            await self.pool.request(target, head, body, sink, timeout_s=self.timeouts.total_s)
+            if outcome.http_status != 200:
+                text = b"".join(sink.error_body).decode("utf-8", "replace")
+                outcome.status = "http"
+                outcome.retryable = outcome.http_status in _RETRYABLE_HTTP
+                outcome.error = f"HTTP {outcome.http_status}: {_error_text(text)}"[:500]
+                outcome.rejected_parameter = rejected_parameter(outcome.http_status or 0, text)
+            elif parser.error is not None:
                 outcome.status, outcome.error = "error", f"server error event: {parser.error}"
             elif parser.done or parser.finish_reason is not None:
                 outcome.status = "ok"
@@ -198,7 +246,7 @@ class StreamClient:
         except Exception as exc:  # every transport/protocol fault is data
             outcome.status, outcome.retryable, outcome.error = classify_exception(exc)
         finally:
-            outcome.t_end_ns = mono() + offset
+            outcome.t_end_ns = time.monotonic_ns() + _MONO_TO_RUN_NS
             del self._inflight[rid]
         return outcome
 
@@ -211,12 +259,15 @@ class StreamClient:
             t = now_ns()
             for flight in list(self._inflight.values()):
                 o = flight.outcome
-                if o.stalled is not None:
+                p = o.parser
+                if o.stalled is not None or p is None:
                     continue
-                started = o.parser is not None and bool(o.parser.chunk_ns)
-                if started and idle and t - o.last_ns > idle * 1e9:
-                    o.stalled = f"stalled: no bytes for {idle:g} s after token {len(o.parser.chunk_ns) if o.parser else 0}"
-                elif not started and first and t - o.t_start_ns > first * 1e9:
+                if p.chunk_ns:
+                    if idle and t - p.chunk_ns[-1] > idle * 1e9:
+                        o.stalled = f"stalled: no token for {idle:g} s after token {len(p.chunk_ns)}"
+                    else:
+                        continue
+                elif first and t - o.t_start_ns > first * 1e9:
                     o.stalled = f"stalled: no first token within {first:g} s"
                 else:
                     continue

@@ -21,6 +21,7 @@ Percentiles are weighted nearest-rank: the smallest gap whose cumulative weight 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -67,6 +68,10 @@ def itl_summary(chunk_ns: Sequence[int], chunk_tokens: Sequence[int], output_tok
     scale = total / counted if counted else 1.0
     span_s = (chunk_ns[-1] - chunk_ns[0]) / 1e9
     tpot = span_s / (total - 1)
+    if counted == total == len(chunk_ns):  # one token per chunk: plain gaps, nearest rank
+        gaps = sorted(b - a for a, b in zip(chunk_ns, chunk_ns[1:]))
+        m = len(gaps)
+        return ITLSummary(itl_mean_s=tpot, itl_p50_s=gaps[math.ceil(0.5 * m) - 1] / 1e9, itl_p99_s=gaps[math.ceil(0.99 * m) - 1] / 1e9, tpot_s=tpot)
     pairs: list[tuple[float, float]] = []
     first_companions = chunk_tokens[0] * scale - 1.0
     if first_companions > 1e-9:

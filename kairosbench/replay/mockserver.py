@@ -41,6 +41,7 @@ __all__ = ["MockBehavior", "MockServer", "FAULTS", "make_app"]
 
 FAULTS = ("reset", "stall", "stall_first", "malformed", "truncate", "error_event")  # plus http:<code>
 _MAX_TOKENS = re.compile(rb'"max_tokens"\s*:\s*(\d+)')
+_INCLUDE_USAGE = re.compile(rb'"include_usage"\s*:\s*true')
 
 
 @dataclass
@@ -123,7 +124,7 @@ def make_app(behavior: MockBehavior) -> web.Application:
         else:
             m = _MAX_TOKENS.search(raw)
             max_tokens = int(m.group(1)) if m else 16
-            include_usage = behavior.include_usage and b'"include_usage":true' in raw
+            include_usage = behavior.include_usage and _INCLUDE_USAGE.search(raw) is not None
             prompt_tokens = 0
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)

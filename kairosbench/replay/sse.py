@@ -36,6 +36,9 @@ class MalformedStream(ValueError):
 
 
 _CONTENT = b'"content":'
+_CONTENT_STR = b'"content":"'
+# Events that need the per-event path (anything but a plain content delta).
+_SPECIAL_MARKERS = (b'"usage"', b'"finish_reason":"', b'"reasoning', b'"error"', b"data: [DONE]", b"data:[DONE]")
 _USAGE = b'"usage":'
 _FINISH = b'"finish_reason":'
 _REASONING_KEYS = (b'"reasoning_content":', b'"reasoning":')
@@ -146,11 +149,64 @@ class SSEParser:
             data = self._buf + data
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
-        parts = data.split(b"\n\n")
-        self._buf = parts.pop()
-        for ev in parts:
+        cut = data.rfind(b"\n\n")
+        if cut < 0:
+            self._buf = data
+            return
+        self._buf = data[cut + 2 :]
+        if data.find(b"\n\n") == cut:  # one event in this read: the common case with any delay
+            self._event(data[:cut], t_ns)
+            return
+        block = data[: cut + 2]
+        if not self.strict:
+            block = self._fast_prefix(block, t_ns)
+        for ev in block.split(b"\n\n"):
             if ev:
                 self._event(ev, t_ns)
+
+    def _fast_prefix(self, block: bytes, t_ns: int) -> bytes:
+        """Consume the leading run of steady-state events in one pass; return the rest.
+
+        Steady state: each event one line ``data: {...}`` of compact JSON with one
+        ``"content"`` string, before the first event that needs a closer look (usage, a
+        finish reason, reasoning, an error, ``[DONE]``). Anything unexpected in the run
+        sends the whole block down the per-event path, which validates every event.
+        """
+        stop = len(block)
+        for marker in _SPECIAL_MARKERS:
+            k = block.find(marker, 0, stop)
+            if k >= 0:
+                stop = k
+        if stop < len(block):
+            j = block.rfind(b"\n\n", 0, stop)
+            stop = j + 2 if j >= 0 else 0
+        if stop == 0:
+            return block
+        fast = block[:stop] if stop < len(block) else block
+        n = fast.count(b"\n\n")
+        if fast.count(b"\n") != 2 * n or fast.count(b'data: {"') != n or fast.count(b"}\n\n") != n:
+            return block
+        parts = fast.split(_CONTENT_STR)
+        if len(parts) != n + 1:
+            return block
+        frags = []
+        for part in parts[1:]:
+            end = part.find(b'"')
+            if end > 0 and part[end - 1] == 92:  # an escape before the quote: check it properly
+                end = _string_end(part, 0)
+            if end < 0:
+                return block
+            frags.append(part[:end])
+        self.events += n
+        frags = [f for f in frags if f]
+        if frags:
+            self.pieces += frags
+            self.chunk_ns += [t_ns] * len(frags)
+            if self.count_words:
+                self.chunk_tokens += [(len(f.split()) if b"\\" not in f else len(_decode(f).split())) or 1 for f in frags]
+            else:
+                self.chunk_tokens += [1] * len(frags)
+        return block[stop:]
 
     def close(self, t_ns: int) -> None:
         """End of the byte stream: a final event without its blank line still counts."""
@@ -160,8 +216,8 @@ class SSEParser:
 
     # -- one event -----------------------------------------------------------------------
     def _event(self, ev: bytes, t_ns: int) -> None:
-        if ev.startswith(b"data:") and b"\n" not in ev:
-            payload = ev[6:] if ev[5:6] == b" " else ev[5:]
+        if ev.startswith(b"data: ") and b"\n" not in ev:
+            payload = ev[6:]
         else:
             payload = self._data_of(ev)
             if payload is None:
@@ -178,16 +234,24 @@ class SSEParser:
             except ValueError as exc:
                 raise MalformedStream(f"event is not valid JSON ({exc}): {payload[:80]!r}") from None
         tokens = 0
-        i = payload.find(_CONTENT)
+        i = payload.find(_CONTENT_STR)  # fast path: compact JSON, a string value
         if i >= 0:
-            frag = _string_value(payload, i, len(_CONTENT))
-            if frag:
-                self.pieces.append(frag)
-                if self.count_words:
-                    tokens = len(frag.split()) if b"\\" not in frag else len(_decode(frag).split())
-                    tokens = tokens or 1
-                else:
-                    tokens = 1
+            start = i + 11
+            end = payload.find(b'"', start)
+            if end > 0 and payload[end - 1] == 92:  # a backslash before it: check the escape
+                end = _string_end(payload, start)
+            if end < 0:
+                raise MalformedStream("unterminated content string in event")
+            frag = payload[start:end] if end > start else None
+        else:
+            i = payload.find(_CONTENT)  # spaced JSON or null
+            frag = _string_value(payload, i, len(_CONTENT)) if i >= 0 else None
+        if frag:
+            self.pieces.append(frag)
+            if self.count_words:
+                tokens = (len(frag.split()) if b"\\" not in frag else len(_decode(frag).split())) or 1
+            else:
+                tokens = 1
         if not tokens and b'"reasoning' in payload:
             for key in _REASONING_KEYS:
                 r = payload.find(key)
@@ -196,7 +260,7 @@ class SSEParser:
                     if frag:
                         tokens = (len(_decode(frag).split()) or 1) if self.count_words else 1
                     break
-        u = payload.find(_USAGE)
+        u = payload.find(_USAGE) if b'"usage"' in payload else -1
         if u >= 0 and payload[(v := _skip_ws(payload, u + len(_USAGE))) : v + 1] == b"{":
             p = _int_after(payload, _PROMPT_TOKENS, u)
             c = _int_after(payload, _COMPLETION_TOKENS, u)
@@ -212,7 +276,7 @@ class SSEParser:
             self.chunk_ns.append(t_ns)
             self.chunk_tokens.append(tokens)
         f = payload.find(_FINISH)
-        if f >= 0:
+        if f >= 0 and payload[f + 16 : f + 17] != b"n":  # skip the common "finish_reason":null
             reason = _string_value(payload, f, len(_FINISH))
             if reason:
                 self.finish_reason = reason.decode("ascii", "replace")
