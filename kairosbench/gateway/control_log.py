@@ -11,6 +11,7 @@ Units are in the column names (``_mhz``, ``_w``, ``_j``, ``_s``, ``_ns``, ``_tok
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -92,36 +93,59 @@ GATEWAY_SCHEMA = pa.schema(
 
 
 class _Log:
+    """Rows buffered in the event loop; written to the journal off the loop.
+
+    ``append`` only extends a list (microseconds, safe on the request path). ``flush_async``
+    swaps the list out and converts + appends it to the journal in a worker thread, so a
+    flush of a thousand rows never stalls streaming; the journal itself is touched by one
+    flush at a time (a lock) and by ``close``.
+    """
+
     schema: pa.Schema
     name: str
 
-    def __init__(self, run_dir: Path, meta: dict[str, Any], *, flush_rows: int = 512) -> None:
+    def __init__(self, run_dir: Path, meta: dict[str, Any]) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / self.name
         self.journal = TableJournal(self.path, self.schema, meta)
-        self.flush_rows = flush_rows
+        self._rows: list[dict[str, Any]] = []
+        self._lock = asyncio.Lock()
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
-        self.journal.append(rows)
-        if self.journal.pending >= self.flush_rows:
-            self.journal.flush()
+        self._rows.extend(rows)
 
-    def flush(self) -> None:
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        self.journal.append(rows)
         self.journal.flush()
 
+    def flush(self) -> None:
+        """Synchronous flush (simulator, shutdown)."""
+        rows, self._rows = self._rows, []
+        if rows:
+            self._write(rows)
+
+    async def flush_async(self) -> None:
+        if not self._rows:
+            return
+        async with self._lock:
+            rows, self._rows = self._rows, []
+            if rows:
+                await asyncio.to_thread(self._write, rows)
+
     def close(self, extra_meta: dict[str, Any] | None = None) -> Path:
+        self.flush()
         return self.journal.close(extra_meta)
 
 
 class ControlLog(_Log):
-    """control.parquet: flushed every epoch (a few rows), so a kill loses at most one epoch."""
+    """control.parquet: flushed every epoch, so a kill loses at most one epoch."""
 
     schema = CONTROL_SCHEMA
     name = "control.parquet"
 
 
 class RequestLog(_Log):
-    """gateway.parquet: flushed every 512 rows and at every epoch."""
+    """gateway.parquet: flushed at every epoch by the control loop."""
 
     schema = GATEWAY_SCHEMA
     name = "gateway.parquet"

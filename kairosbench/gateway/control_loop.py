@@ -27,7 +27,7 @@ from controllers.stats import percentile
 from kairosbench.clock import now_ns
 from kairosbench.errors import ActuatorError
 from kairosbench.gateway.actuators import ClockActuator
-from kairosbench.gateway.control_log import ControlLog
+from kairosbench.gateway.control_log import ControlLog, RequestLog
 from kairosbench.gateway.telemetry import TelemetrySource
 from kairosbench.gateway.tracker import AgentTracker, Dispatch, TrackerCounters
 
@@ -142,6 +142,7 @@ class ControlLoop:
         run_clock_s: Callable[[], float],
         on_release: Callable[[list[Dispatch]], None],
         log_: ControlLog | None = None,
+        request_log: RequestLog | None = None,
     ) -> None:
         if epoch_s <= 0:
             raise ValueError("epoch_s must be positive")
@@ -150,6 +151,7 @@ class ControlLoop:
         self.run_clock_s = run_clock_s
         self.on_release = on_release
         self.log = log_
+        self.request_log = request_log
         self.epoch = 0
         self.actuator_errors = 0
         self.last_actions: Actions | None = None
@@ -187,7 +189,9 @@ class ControlLoop:
                     energy_j={i.instance_id: r.energy_j for i, r in zip(self.instances, readings)},
                 )
             )
-            self.log.flush()
+            await self.log.flush_async()
+        if self.request_log is not None:
+            await self.request_log.flush_async()
         self.epoch += 1
         self.last_actions = actions
         return actions

@@ -199,7 +199,7 @@ async def serve_gateway(
         request_log = RequestLog(run_dir, meta)
         proxy = GatewayProxy(tracker, instances, run_clock_s=clock.now_s, request_log=request_log)
         await proxy.start()
-        control = ControlLoop(tracker, policy_obj, instances, epoch_s=epoch_s, run_clock_s=clock.now_s, on_release=proxy.dispatch_released, log_=control_log)
+        control = ControlLoop(tracker, policy_obj, instances, epoch_s=epoch_s, run_clock_s=clock.now_s, on_release=proxy.dispatch_released, log_=control_log, request_log=request_log)
         await control.step()  # caps and clocks in force before the first request
         runner = web.AppRunner(proxy.app(), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
