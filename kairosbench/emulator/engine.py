@@ -19,10 +19,12 @@ emitted at its end time.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+import math
 from dataclasses import dataclass, field
 
-from kairosbench.emulator.gpu import EmulatedGpu, GpuReading
+import numpy as np
+
+from kairosbench.emulator.gpu import EmulatedGpu, GpuReading, StepRun
 from kairosbench.emulator.kvcache import KVCache
 from kairosbench.emulator.power import StepPower
 from kairosbench.emulator.presets import CacheLayout, GpuPreset, ModelPreset, cache_layout, gpu_preset, model_preset
@@ -72,20 +74,6 @@ class StepOutput:
     steps: int = 1  # > 1: a run of pure-decode steps; each request in ``tokens`` got this many
 
 
-def _aggregate(sps: list[StepPower]) -> StepPower:
-    """One StepPower standing for a run of steps (time-weighted power and clock)."""
-    total = sum(sp.duration_s for sp in sps)
-    return StepPower(
-        f_eff_mhz=sps[-1].f_eff_mhz,
-        duration_s=total,
-        power_w=sum(sp.power_w * sp.duration_s for sp in sps) / total,
-        compute_s=sum(sp.compute_s for sp in sps),
-        mem_s=sum(sp.mem_s for sp in sps),
-        kernel_s=sum(sp.kernel_s for sp in sps),
-        capped=any(sp.capped for sp in sps),
-    )
-
-
 class Engine:
     """Scheduler + KV cache + roofline + GPU, on an externally supplied clock (seconds)."""
 
@@ -124,8 +112,12 @@ class Engine:
         self._inflight_end = 0.0
         self._inflight_power: StepPower | None = None
         self._pending_start: float | None = None
-        self._run_ends: list[float] | None = None  # per-step end times of a planned decode run
-        self._run_powers: list[StepPower] | None = None
+        self._run: StepRun | None = None  # a planned run of decode steps (simulator fast path)
+        self._run_ends: np.ndarray | None = None  # its per-step end times
+        # The next time something outside may act on this engine (the simulator sets it before
+        # stepping): decode runs are planned up to the step in flight then. Only an
+        # optimisation: an earlier outside event cuts the run exactly (``_cut_run``).
+        self.run_horizon_s = math.inf
         self._buffer: list[StepOutput] = []
         self.busy_s = 0.0
 
@@ -266,16 +258,18 @@ class Engine:
         if cfg.macro_steps and not self.gpu.change_pending:
             k = sched.decode_run_length(batch, cfg.max_macro_steps)
         if k > 1:
-            sps = self.gpu.run_steps(self.roofline.decode_costs(batch.work, k), t0)
-            ends = []
-            t = t0
-            for sp in sps:
-                t += sp.duration_s
-                ends.append(t)
-            self._run_ends, self._run_powers = ends, sps
-            self._inflight_end = ends[-1]
-            self._inflight_power = _aggregate(sps)
-            self.busy_s += ends[-1] - t0
+            run = self.gpu.run_decode(self.roofline.decode_run(batch.work, k), t0, self.run_horizon_s)
+            ends = t0 + np.cumsum(run.durations)
+            if len(ends) > 1:
+                self._run, self._run_ends = run, ends
+                self._inflight_end = float(ends[-1])
+                self._inflight_power = run.aggregate()
+                self.busy_s += self._inflight_end - t0
+                return
+            # the horizon left a single step: plan it as one (identical numbers)
+            self._inflight_end = float(ends[0])
+            self._inflight_power = run.aggregate()
+            self.busy_s += self._inflight_end - t0
             return
         sp = self.gpu.run_step(self.roofline.cost(batch.work), t0)
         self._inflight_end = t0 + sp.duration_s
@@ -286,18 +280,16 @@ class Engine:
         """An outside event at ``t_s`` (arrival, abort, clock change) ends a planned decode run
         after the step in flight at ``t_s``, exactly where single steps would let it act."""
         ends = self._run_ends
-        if ends is None or self._inflight is None:
+        if ends is None or self._inflight is None or self._run is None:
             return
-        keep = bisect_right(ends, t_s) + 1
+        keep = int(np.searchsorted(ends, t_s, side="right")) + 1
         if keep >= len(ends):
             return
-        assert self._run_powers is not None
-        self.gpu.truncate_run(self._inflight_start, self._run_powers, keep)
-        self.busy_s -= ends[-1] - ends[keep - 1]
-        del ends[keep:]
-        del self._run_powers[keep:]
-        self._inflight_end = ends[-1]
-        self._inflight_power = _aggregate(self._run_powers)
+        self.gpu.truncate_run(self._inflight_start, self._run, keep)
+        self.busy_s -= float(ends[-1] - ends[keep - 1])
+        self._run_ends = ends = ends[:keep]
+        self._inflight_end = float(ends[-1])
+        self._inflight_power = self._run.aggregate()
 
     def _complete(self, t_end: float) -> None:
         batch = self._inflight
@@ -305,7 +297,7 @@ class Engine:
         k = 1
         if self._run_ends is not None:
             k = len(self._run_ends)
-            self._run_ends = self._run_powers = None
+            self._run_ends = self._run = None
         got, done = self.scheduler.complete_run(batch, k, t_end)
         self._buffer.append(
             StepOutput(

@@ -26,13 +26,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from kairosbench.emulator.power import PowerModel, StepPower
 from kairosbench.emulator.presets import GpuPreset
-from kairosbench.emulator.roofline import StepCost
+from kairosbench.emulator.roofline import DecodeRunCost, StepCost
 
 __all__ = [
     "EmulatedGpu",
     "GpuReading",
+    "StepRun",
     "PowerTrace",
     "ClockError",
     "THROTTLE_GPU_IDLE",
@@ -49,6 +52,37 @@ THROTTLE_HW_SLOWDOWN = 0x8
 
 GRID_S = 0.1  # [measured-here] every NVML power/clock/energy field changes every ~100 ms
 AVG_WINDOW_S = 1.0  # [doc] nvmlDeviceGetPowerUsage on Ampere+: 1 s average
+
+
+@dataclass(slots=True)
+class StepRun:
+    """A planned run of decode steps, per-step arrays (seconds, W, MHz)."""
+
+    durations: np.ndarray
+    powers: np.ndarray
+    clocks: np.ndarray
+    kernel: np.ndarray
+    mem: np.ndarray
+    capped: np.ndarray
+    credits: np.ndarray
+
+    def keep(self, k: int) -> None:
+        for name in ("durations", "powers", "clocks", "kernel", "mem", "capped", "credits"):
+            setattr(self, name, getattr(self, name)[:k])
+
+    def aggregate(self) -> StepPower:
+        """One StepPower standing for the run (time-weighted power and clock)."""
+        d = self.durations
+        total = float(d.sum())
+        return StepPower(
+            f_eff_mhz=int(self.clocks[-1]),
+            duration_s=total,
+            power_w=float((self.powers * d).sum()) / total,
+            compute_s=float(self.kernel.sum()),
+            mem_s=float(self.mem.sum()),
+            kernel_s=float(self.kernel.sum()),
+            capped=bool(self.capped.any()),
+        )
 
 
 class ClockError(ValueError):
@@ -183,6 +217,7 @@ class EmulatedGpu:
         self._temp_c = preset.temp_ambient_c
         self._temp_t = 0.0
         self.time_at_clock_s: dict[int, float] = {}
+        self._cap_credit_j = 0.0
 
     # ---- clock control (NVML semantics) -----------------------------------------------------
     def lock_clock(self, f_mhz: int, t_s: float, *, immediate: bool = False) -> None:
@@ -226,11 +261,31 @@ class EmulatedGpu:
         return self._applied_lock if self._applied_lock is not None else self.preset.f_max_mhz
 
     # ---- time line ---------------------------------------------------------------------------
+    def _governed(self, cost: StepCost, f_req: int) -> StepPower:
+        """The power-limit governor. Supported clocks are 15 MHz apart, so the highest clock under
+        the limit usually sits a little below it; like the hardware controller, the governor
+        dithers between that clock and the next one up, spending the energy the lower clock left
+        under the limit on occasional steps above it, so the average settles *at* the limit (and
+        single steps peak above it, as the measured H100's instant power does)."""
+        limit = self.power_limit_w
+        sp = self.model.step(cost, f_req, limit)
+        if not sp.capped:
+            self._cap_credit_j = 0.0
+            return sp
+        if sp.f_eff_mhz < f_req:
+            hi = self.model.at_clock(cost, self.supported[self.model.clock_index(sp.f_eff_mhz) + 1], capped=True)
+            over = (hi.power_w - limit) * hi.duration_s
+            if self._cap_credit_j >= over:
+                self._cap_credit_j -= over
+                return hi
+        self._cap_credit_j += (limit - sp.power_w) * sp.duration_s
+        return sp
+
     def run_step(self, cost: StepCost, t0_s: float) -> StepPower:
         """Run a step starting at ``t0_s``: pick the clock, throttle to the limit, record power."""
         self.fill_idle(t0_s)
         f_req = self.requested_clock(t0_s)
-        sp = self.model.step(cost, f_req, self.power_limit_w)
+        sp = self._governed(cost, f_req)
         reasons = 0
         if sp.capped:
             reasons |= THROTTLE_SW_POWER_CAP
@@ -244,45 +299,72 @@ class EmulatedGpu:
         self.time_at_clock_s[sp.f_eff_mhz] = self.time_at_clock_s.get(sp.f_eff_mhz, 0.0) + d
         return sp
 
-    def run_steps(self, costs: list[StepCost], t0_s: float) -> list[StepPower]:
-        """Back-to-back steps planned together (the simulator's decode fast path), recorded as
-        one trace segment with their mean power, clock and busy fractions."""
+    def run_decode(self, run: DecodeRunCost, t0_s: float, horizon_s: float = math.inf) -> StepRun:
+        """Back-to-back decode steps planned together (the simulator's fast path), cut after the
+        step that is running at ``horizon_s``; recorded as one trace segment."""
         self.fill_idle(t0_s)
         f_req = self.requested_clock(t0_s)
-        step, limit = self.model.step, self.power_limit_w
-        sps = [step(c, f_req, limit) for c in costs]
-        self._record_run(t0_s, sps, 1.0)
-        return sps
+        dur, pw, tc = self.model.run_at(run, f_req)
+        k = len(dur)
+        if horizon_s < math.inf:
+            ends = t0_s + np.cumsum(dur)
+            k = min(k, int(np.searchsorted(ends, horizon_s, side="left")) + 1)
+            dur, pw, tc = dur[:k], pw[:k], tc[:k]
+        mem = run.t_mem_s[:k]
+        if float(pw.max()) <= self.power_limit_w:  # no step reaches the limit: one clock, no dithering
+            self._cap_credit_j = 0.0
+            sr = StepRun(dur, pw, np.full(k, f_req, dtype=np.int64), dur - run.t_overhead_s, mem, np.zeros(k, dtype=bool), np.zeros(k))
+        else:
+            sps, credits = [], []
+            for j in range(k):
+                sps.append(self._governed(run.step(j), f_req))
+                credits.append(self._cap_credit_j)
+            sr = StepRun(
+                np.array([x.duration_s for x in sps]),
+                np.array([x.power_w for x in sps]),
+                np.array([x.f_eff_mhz for x in sps], dtype=np.int64),
+                np.array([x.kernel_s for x in sps]),
+                np.array([x.mem_s for x in sps]),
+                np.array([x.capped for x in sps], dtype=bool),
+                np.array(credits),
+            )
+        self._record_run(t0_s, sr, len(sr.durations), 1.0)
+        return sr
 
-    def truncate_run(self, t0_s: float, sps: list[StepPower], keep: int) -> None:
-        """Keep only the first ``keep`` steps of a run recorded by ``run_steps``."""
-        self._record_run(t0_s, sps, -1.0)
+    def truncate_run(self, t0_s: float, run: StepRun, keep: int) -> None:
+        """Keep only the first ``keep`` steps of a run recorded by ``run_decode``."""
+        self._record_run(t0_s, run, len(run.durations), -1.0)
         self.trace.end_s = t0_s  # the run was the last thing recorded
-        self._record_run(t0_s, sps[:keep], 1.0)
+        self._record_run(t0_s, run, keep, 1.0)
+        self._cap_credit_j = float(run.credits[keep - 1])  # as if the dropped steps never ran
+        run.keep(keep)
 
-    def _record_run(self, t0_s: float, sps: list[StepPower], sign: float) -> None:
-        total = energy = clock = kern = mem = 0.0
-        capped = False
-        tac = self.time_at_clock_s
-        for sp in sps:
-            d = sp.duration_s
-            total += d
-            energy += sp.power_w * d
-            clock += sp.f_eff_mhz * d
-            kern += sp.kernel_s
-            mem += sp.mem_s
-            capped = capped or sp.capped
-            tac[sp.f_eff_mhz] = tac.get(sp.f_eff_mhz, 0.0) + sign * d
+    def _record_run(self, t0_s: float, run: StepRun, k: int, sign: float) -> None:
+        d = run.durations[:k]
+        total = float(d.sum())
         if total <= 0:
             return
-        reasons = THROTTLE_SW_POWER_CAP if capped else 0
+        energy = float((run.powers[:k] * d).sum())
+        clocks = run.clocks[:k]
+        tac = self.time_at_clock_s
+        if clocks[0] == clocks[-1] and (k < 3 or bool((clocks == clocks[0]).all())):
+            f = int(clocks[0])
+            tac[f] = tac.get(f, 0.0) + sign * total
+            clock = f * total
+        else:
+            for f, x in zip(clocks.tolist(), d.tolist()):
+                tac[f] = tac.get(f, 0.0) + sign * x
+            clock = float((clocks * d).sum())
+        reasons = THROTTLE_SW_POWER_CAP if bool(run.capped[:k].any()) else 0
         if self._applied_lock is not None and self._applied_lock < self.preset.f_max_mhz:
             reasons |= THROTTLE_APPLICATIONS_CLOCKS_SETTING
         t1 = t0_s + total
+        kern = float(run.kernel[:k].sum())
+        mem = float(run.mem[:k].sum())
         self.trace.add(t0_s, t1, sign * energy / total, sign * clock / total, sign * kern / total, sign * mem / total, reasons if sign > 0 else 0)
         if sign > 0:
             self._last_busy_end = t1
-            self.last_step_clock_mhz = sps[-1].f_eff_mhz
+            self.last_step_clock_mhz = int(clocks[-1])
 
     def idle_clock_at(self, t_s: float) -> int:
         """The SM clock an idle GPU sits at (governor or lock)."""

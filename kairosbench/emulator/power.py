@@ -27,7 +27,9 @@ from bisect import bisect_left
 from dataclasses import dataclass
 
 from kairosbench.emulator.presets import GpuPreset
-from kairosbench.emulator.roofline import StepCost
+import numpy as np
+
+from kairosbench.emulator.roofline import DecodeRunCost, StepCost
 
 __all__ = ["PowerModel", "StepPower", "clock_power_scale"]
 
@@ -96,6 +98,24 @@ class PowerModel:
     def power_at(self, cost: StepCost, f_mhz: int) -> float:
         """Unthrottled board power of ``cost`` at a supported clock (W)."""
         return self._at(cost, self.clock_index(f_mhz))[1]
+
+    def run_at(self, run: DecodeRunCost, f_mhz: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Vectorised ``_at`` over a decode run: (durations, powers, compute times)."""
+        i = self.clock_index(f_mhz)
+        r = self._ratio[i]
+        tc = run.t_cmp_fmax_s / r
+        ta = run.t_active_fmax_s / r
+        tm = run.t_mem_s
+        t = run.t_overhead_s + np.maximum(tm, tc)
+        s = self._scale[i]
+        energy = t * self._idle[i] + ta * (self._pc * s) + tm * (self._ps * s + self._ph)
+        return t, energy / t, tc
+
+    def at_clock(self, cost: StepCost, f_mhz: int, *, capped: bool = False) -> StepPower:
+        """``cost`` run at exactly the supported clock ``f_mhz``."""
+        i = self.clock_index(f_mhz)
+        t, p, tc = self._at(cost, i)
+        return StepPower(self.clocks[i], t, p, tc, cost.t_mem_s, t - cost.t_overhead_s, capped)
 
     def step(self, cost: StepCost, f_req_mhz: int, limit_w: float) -> StepPower:
         """Run ``cost`` at the requested clock, throttled to the highest clock within the limit."""

@@ -60,6 +60,7 @@ class EngineRequest:
         "abort_requested",
         "finish_reason",
         "in_flight",
+        "hint_blocks",
     )
 
     def __init__(
@@ -99,6 +100,7 @@ class EngineRequest:
         self.abort_requested = False
         self.finish_reason: str | None = None  # "length" | "stop" | "abort" | "capacity"
         self.in_flight = False
+        self.hint_blocks: list[int] | None = None  # blocks it held before a preemption (lookup hint)
 
     @property
     def num_tokens(self) -> int:

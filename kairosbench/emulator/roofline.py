@@ -29,9 +29,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from kairosbench.emulator.presets import GpuPreset, ModelPreset
 
-__all__ = ["StepWork", "StepCost", "Roofline", "RooflineParams"]
+__all__ = ["StepWork", "StepCost", "DecodeRunCost", "Roofline", "RooflineParams"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,22 @@ class StepCost:
         return self.t_overhead_s + (self.t_mem_s if self.t_mem_s > tc else tc)
 
 
+@dataclass(frozen=True, slots=True)
+class DecodeRunCost:
+    """``StepCost`` for a run of pure-decode steps: one overhead, per-step arrays."""
+
+    t_overhead_s: float
+    t_mem_s: np.ndarray
+    t_cmp_fmax_s: np.ndarray
+    t_active_fmax_s: np.ndarray
+
+    def step(self, j: int) -> StepCost:
+        return StepCost(self.t_overhead_s, float(self.t_mem_s[j]), float(self.t_cmp_fmax_s[j]), float(self.t_active_fmax_s[j]))
+
+    def __len__(self) -> int:
+        return len(self.t_mem_s)
+
+
 class Roofline:
     """Step cost for one (GPU, model) pair; constants folded once for the hot path."""
 
@@ -147,17 +165,15 @@ class Roofline:
             return 0.0
         return 1.0 - self._keep**tokens
 
-    def decode_costs(self, w: StepWork, k: int) -> list[StepCost]:
+    def decode_run(self, w: StepWork, k: int) -> DecodeRunCost:
         """Costs of ``k`` consecutive pure-decode steps starting with ``w``: every sequence adds
-        one token of context per step (the simulator's fast path)."""
+        one token of context per step (the simulator's fast path), as arrays."""
         first = self.cost(w)
-        if k <= 1:
-            return [first]
+        j = np.arange(k, dtype=np.float64)
         d_mem = self._kv_bytes * w.seqs / self._bw
         d_cmp = self._attn_flops_per_pair * w.seqs / self._decode_attn_rate
         d_act = self._attn_flops_per_pair * w.seqs / self._attn_rate
-        oh, tm, tc, ta = first.t_overhead_s, first.t_mem_s, first.t_cmp_fmax_s, first.t_active_s
-        return [StepCost(oh, tm + j * d_mem, tc + j * d_cmp, ta + j * d_act) for j in range(k)]
+        return DecodeRunCost(first.t_overhead_s, first.t_mem_s + j * d_mem, first.t_cmp_fmax_s + j * d_cmp, first.t_active_s + j * d_act)
 
     def cost(self, w: StepWork) -> StepCost:
         weight_bytes = self._dense_bytes

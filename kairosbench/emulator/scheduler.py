@@ -79,7 +79,8 @@ class Scheduler:
         self.waiting: deque[EngineRequest] = deque()
         self.running: list[EngineRequest] = []
         self.stats = SchedulerStats()
-        self._stream_seen: OrderedDict[object, int] = OrderedDict()
+        # per agent: how far its context got on this engine, and the blocks that held it
+        self._stream_seen: OrderedDict[object, tuple[int, list[int]]] = OrderedDict()
 
     # ---- queue edits ----------------------------------------------------------------------
     def add(self, req: EngineRequest) -> None:
@@ -173,7 +174,10 @@ class Scheduler:
                 req = waiting[0]
                 total = req.prompt_len + req.num_output
                 max_hit = (total - 1) // bs
-                hit = kv.lookup(req.block_hashes, max_hit)
+                prev = self._stream_seen.get(req.stream_key) if req.stream_key is not None else None
+                hint = req.hint_blocks or (prev[1] if prev else None)
+                hit = kv.lookup(req.block_hashes, max_hit, hint)
+                req.hint_blocks = None
                 hit_tokens = len(hit) * bs
                 n = total - hit_tokens
                 if n > budget:
@@ -202,8 +206,8 @@ class Scheduler:
                     req.max_computed = 0
                 else:
                     req.cached_tokens = hit_tokens
-                    if req.stream_key is not None:
-                        seen = self._stream_seen.get(req.stream_key)
+                    if prev is not None:
+                        seen = prev[0]
                         if seen:
                             expected = min(seen // bs, max_hit) * bs
                             lost = expected - hit_tokens
@@ -372,16 +376,17 @@ class Scheduler:
         if key is None:
             return
         seen = self._stream_seen
-        prev = seen.get(key, 0)
+        prev = seen.get(key)
         pos = max(req.num_computed, req.max_computed)
-        if pos >= prev:
-            seen[key] = pos
+        if prev is None or pos >= prev[0]:
+            seen[key] = (pos, req.blocks)
             seen.move_to_end(key)
             if len(seen) > _STREAM_MEMORY:
                 seen.popitem(last=False)
 
     def _preempt(self, req: EngineRequest) -> None:
         self.kv.free(req.blocks)
+        req.hint_blocks = req.blocks  # where its context is, while nobody evicts it
         req.blocks = []
         req.max_computed = max(req.max_computed, req.num_computed)
         req.num_computed = 0

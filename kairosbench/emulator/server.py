@@ -289,8 +289,12 @@ class EmulatorInstance:
             return _error(f"since_us must be an integer (µs on the run clock), got {raw!r}", 400, "since_us")
         now = self.rt.now_s()
         self.engine.sync(now)
-        since_s = (since_us * 1000 - self.rt.t0_ns) / 1e9
-        out = [{"t_us": self.rt.to_ns(t) // 1000, "power_w": round(p, 3)} for t, p in self.engine.gpu.samples(since_s, now)]
+        since_s = (since_us * 1000 - self.rt.t0_ns) / 1e9 - 0.001  # float slack; filtered exactly below
+        out = []
+        for t, p in self.engine.gpu.samples(since_s, now):
+            t_us = self.rt.to_ns(t) // 1000
+            if t_us > since_us:
+                out.append({"t_us": t_us, "power_w": round(p, 3)})
         return _json({"samples": out})
 
     async def lock_clocks(self, request: web.Request) -> web.Response:

@@ -457,8 +457,11 @@ class EngineSimulation:
                 idle_epochs = 0
             self.now = t
             completed = False
+            outside = min(t_agent, next_epoch)  # when agents or the policy may act next
             for e in engines:
-                if e.next_event_time() is not None and e.next_event_time() <= t:  # type: ignore[operator]
+                x = e.next_event_time()
+                if x is not None and x <= t:
+                    e.run_horizon_s = outside
                     for out in e.step_until(t):
                         for req in out.finished:
                             if req.payload is not None and req.finish_s is not None:
