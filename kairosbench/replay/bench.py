@@ -222,7 +222,8 @@ def loadgen(n_requests: int, concurrency: int, concurrency_20ms: int, levels: st
             window = max(10.0, 1.5 * cycle)
             console.print(f"[bold]lag-{n}[/]: {n} sessions, tool {tool:.1f} s, window {window:.0f} s …")
             with MockProcess(0.02) as url:
-                sessions = _sessions(n, 1000, first=256, appended=32, output=32, tool_s=tool, prefix=f"l{n}-")
+                turns = math.ceil(window / cycle) + 2
+                sessions = _sessions(n, turns, first=256, appended=32, output=32, tool_s=tool, prefix=f"l{n}-")
                 d = asyncio.run(drive(url, sessions, spread_s=cycle, duration_s=window))
             results[f"lag-{n}"] = {"sessions": n, "tool_s": tool, "window_s": window, "requests": d.requests, "requests_per_s": d.requests / d.wall_s, "cpu_fraction": d.cpu_s / d.wall_s, "lag_p50_ms": d.lag_p50_ms, "lag_p99_ms": d.lag_p99_ms, "lag_max_ms": d.lag_max_ms, "ok_fraction": d.ok_fraction}
     if "ctx-64k" not in skip:

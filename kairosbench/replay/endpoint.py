@@ -65,12 +65,15 @@ class Endpoint:
         self._model_json = json.dumps(self.model).encode()
         extra = {k: v for k, v in self.extra_body.items() if k not in _MANAGED_KEYS}
         self._extra = b"".join(b"," + json.dumps(k).encode() + b":" + json.dumps(v, separators=(",", ":")).encode() for k, v in extra.items())
+        user_options = self.extra_body.get("stream_options")
+        # e.g. {"continuous_usage_stats": true} (vLLM: usage on every chunk, exact tokens per chunk)
+        self._stream_options = {"include_usage": True, **(user_options if isinstance(user_options, dict) else {})}
         self._rebuild()
 
     def _rebuild(self) -> None:
         head = b'{"model":' + self._model_json + b',"stream":true'
         if self.stream_usage:
-            head += b',"stream_options":{"include_usage":true}'
+            head += b',"stream_options":' + json.dumps(self._stream_options, separators=(",", ":")).encode()
         self._head = head + self._extra + b',"max_tokens":'
 
     def body(self, messages: bytes, max_tokens: int, user_json: bytes) -> bytes:

@@ -40,7 +40,7 @@ log = logging.getLogger("kairosbench.replay")
 
 # The bundled default workload is replayed compressed so `kairosbench run` ends in minutes.
 BUNDLED_WORKLOAD = "mixed-small.parquet"
-BUNDLED_TIME_SCALE = 0.1
+BUNDLED_TIME_SCALE = 0.5
 
 
 @dataclass
@@ -62,6 +62,15 @@ def _load_workload(path: Path) -> Workload:
     except ImportError as exc:
         raise UsageError("reading workload files needs kairosbench.workload.io, missing from this install") from exc
     return load_workload(path)
+
+
+def _workload_hash(path: Path) -> str:
+    """The project's workload file hash (sha256 of the bytes), as other tools report it."""
+    try:
+        from kairosbench.workload.io import workload_hash
+    except ImportError:
+        return file_sha256(path)
+    return workload_hash(path)
 
 
 def make_run_dir(config: RunConfig, default_name: str) -> Path:
@@ -186,7 +195,7 @@ async def run_from_config(
         "effective": {"time_scale": time_scale, "arrival": config.arrival, "seed": config.seed, "slo_tok_s": config.slo_tok_s},
         "workload": {
             "path": str(workload_path) if workload_path else None,
-            "sha256": file_sha256(workload_path) if workload_path else None,
+            "sha256": _workload_hash(workload_path) if workload_path else None,
             "sessions": len(workload.sessions),
             "turns": workload.n_turns,
             "meta": workload.meta,

@@ -134,15 +134,21 @@ class PartWriter:
     def due(self) -> bool:
         return bool(self._rows) and (len(self._rows) >= self.flush_rows or now_ns() - self._last_flush_ns >= self.flush_s * 1e9)
 
-    def take(self) -> pa.Table | None:
-        """The buffered rows as a table (and the buffer emptied); None if empty."""
+    def swap(self) -> list[tuple[Any, ...]]:
+        """Hand over the buffered rows (cheap: the event loop calls this)."""
         self._last_flush_ns = now_ns()
-        if not self._rows:
-            return None
         rows, self._rows = self._rows, []
-        cols = list(zip(*rows))
+        return rows
+
+    def to_table(self, rows: list[tuple[Any, ...]]) -> pa.Table:
+        """Rows as a table (the costly part: run it off the event loop)."""
+        cols = list(zip(*rows)) if rows else [[] for _ in self.columns]
         arrays = [pa.array(col, type=c.type) for col, c in zip(cols, self.columns)]
         return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def write_rows(self, rows: list[tuple[Any, ...]]) -> Path | None:
+        """Convert and write ``rows`` as one part (thread-safe with respect to ``append``)."""
+        return self.write_part(self.to_table(rows)) if rows else None
 
     def write_part(self, table: pa.Table) -> Path:
         """Write one complete Parquet part (atomically: temp file then rename)."""
@@ -156,9 +162,7 @@ class PartWriter:
         return final
 
     def flush(self) -> None:
-        table = self.take()
-        if table is not None:
-            self.write_part(table)
+        self.write_rows(self.swap())
 
     def finalize(self) -> Path:
         """Flush, compact all parts into ``path`` and remove them. Idempotent."""

@@ -21,6 +21,7 @@ on every one of these paths.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import re
@@ -98,7 +99,7 @@ class Replay:
     stop: asyncio.Event | None = None
 
     def __post_init__(self) -> None:
-        self.clock = WallClock()
+        self.clock = WallClock()  # restarted when run() begins: the plan's time zero
         self.requests = PartWriter(self.run_dir / "requests.parquet", REQUEST_COLUMNS, flush_rows=self.options.flush_rows, flush_s=self.options.flush_interval_s)
         self.sessions = PartWriter(self.run_dir / "sessions.parquet", SESSION_COLUMNS, flush_rows=self.options.flush_rows, flush_s=self.options.flush_interval_s)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -107,9 +108,16 @@ class Replay:
         self._slots = asyncio.Semaphore(self.options.concurrency) if self.options.concurrency else None
         self._started = 0
         self._max_lag_s = 0.0
+        self.requests.to_table([])  # first use of pyarrow costs ~0.3 s: pay it before the run
 
     # -- the run ---------------------------------------------------------------------------
     async def run(self, arrivals: Iterator[Arrival]) -> ReplayResult:
+        # The workload (maybe millions of Turn objects) is long-lived: move it out of the
+        # cyclic GC's reach, or every full collection walks it and stalls the event loop
+        # for hundreds of ms (measured: p99 scheduling lag 560 ms at 1,000 sessions).
+        gc.collect()
+        gc.freeze()
+        self.clock = WallClock()
         t0 = self.clock.t0_ns
         dispatcher = asyncio.create_task(self._dispatch(arrivals), name="kairosbench-dispatch")
         flusher = asyncio.create_task(self._flush_loop(), name="kairosbench-flush")
@@ -135,6 +143,7 @@ class Replay:
             await asyncio.gather(flusher, return_exceptions=True)
             await asyncio.to_thread(self.requests.finalize)
             await asyncio.to_thread(self.sessions.finalize)
+            gc.unfreeze()
         return ReplayResult(
             status="interrupted" if stopped_by == "signal" else "completed",
             t_start_ns=t0,
@@ -186,9 +195,7 @@ class Replay:
             await asyncio.sleep(period)
             for writer in (self.requests, self.sessions):
                 if writer.due():
-                    table = writer.take()
-                    if table is not None:
-                        await asyncio.to_thread(writer.write_part, table)
+                    await asyncio.to_thread(writer.write_rows, writer.swap())
 
     # -- one session -----------------------------------------------------------------------
     async def _session(self, arrival: Arrival, at_s: float, index: int) -> None:
