@@ -123,5 +123,6 @@ def emulate(
         seed=seed,
         default_max_tokens=default_max_tokens,
         engine=engine,
+        pace_gc=True,  # this process is the emulator's alone
     )
     asyncio.run(_serve(opts, ready_file, quiet))

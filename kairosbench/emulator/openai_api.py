@@ -18,8 +18,6 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from kairosbench.tokenizer import render_chat_words
-
 __all__ = [
     "ApiError",
     "ParsedRequest",
@@ -61,17 +59,14 @@ class ParsedRequest:
 
     kind: str  # "chat" | "completion"
     model: str | None
-    prompt_words: list[Any]  # words (str) or token ids (int); len == prompt tokens
+    prompt_words: list[Any]  # completions: words (str) or token ids (int); chat: [] (see messages)
     max_tokens: int | None  # None: server default
     min_tokens: int
     ignore_eos: bool
     stream: bool
     include_usage: bool
     user: str | None
-
-    @property
-    def prompt_tokens(self) -> int:
-        return len(self.prompt_words)
+    messages: list[dict[str, Any]] | None = None  # chat: validated messages, rendered by the server
 
 
 def load_json(body: bytes) -> dict[str, Any]:
@@ -155,7 +150,7 @@ def parse_chat(obj: Mapping[str, Any]) -> ParsedRequest:
                 if not isinstance(part, dict) or part.get("type", "text") != "text" or not isinstance(part.get("text", ""), str):
                     raise ApiError(f"messages[{i}].content[{j}]: the emulator accepts text parts only", param="messages")
     model, max_tokens, min_tokens, ignore_eos, stream, include_usage, user = _common(obj)
-    return ParsedRequest("chat", model, render_chat_words(messages), max_tokens, min_tokens, ignore_eos, stream, include_usage, user)
+    return ParsedRequest("chat", model, [], max_tokens, min_tokens, ignore_eos, stream, include_usage, user, messages)
 
 
 def parse_completion(obj: Mapping[str, Any]) -> ParsedRequest:

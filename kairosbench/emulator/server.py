@@ -18,6 +18,7 @@ header, else the OpenAI ``user`` field.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import os
@@ -42,9 +43,10 @@ from kairosbench.emulator.openai_api import (
     parse_completion,
     usage_dict,
 )
-from kairosbench.emulator.realtime import RealtimeEngine, TokenStream
+from kairosbench.emulator.realtime import GcPacer, RealtimeEngine, TokenStream
 from kairosbench.emulator.request import EngineRequest, RequestState
-from kairosbench.emulator.textgen import block_hashes, eos_length, output_words, request_seed
+from kairosbench.emulator.prompt_cache import ChatPromptCache, RenderedPrompt, continue_hashes
+from kairosbench.emulator.textgen import eos_length, output_words, request_seed
 
 __all__ = ["EmulatorInstance", "EmulatorServer", "ServerOptions", "AGENT_HEADER"]
 
@@ -65,6 +67,9 @@ class ServerOptions:
     seed: int = 0
     default_max_tokens: int = 256  # chat requests that send no max_tokens
     engine: EngineConfig = EngineConfig()
+    # Dedicated emulator processes pace Python's GC around the model clock (``GcPacer``);
+    # in-process servers (tests, ``running_emulator``) leave the host's GC alone.
+    pace_gc: bool = False
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
@@ -78,11 +83,12 @@ def _error(message: str, status: int, param: str | None = None, type_: str = "in
 class EmulatorInstance:
     """One emulated GPU serving instance: engine, wall-clock driver and its aiohttp app."""
 
-    def __init__(self, index: int, opts: ServerOptions, *, t0_ns: int) -> None:
+    def __init__(self, index: int, opts: ServerOptions, *, t0_ns: int, gc_pacer: GcPacer | None = None) -> None:
         self.index = index
         self.opts = opts
         self.engine = Engine(opts.gpu, opts.model, opts.engine, index=index)
-        self.rt = RealtimeEngine(self.engine, t0_ns=t0_ns, metrics=MetricsState())
+        self.rt = RealtimeEngine(self.engine, t0_ns=t0_ns, metrics=MetricsState(), gc_pacer=gc_pacer)
+        self.prompts = ChatPromptCache(self.engine.layout.block_size)
         self.model_name = self.engine.model.name
         self._aliases = {self.model_name, self.engine.model.hf_id}
         self.base_url: str | None = None
@@ -114,7 +120,16 @@ class EmulatorInstance:
     def _admit(self, request: web.Request, parsed: ParsedRequest) -> tuple[EngineRequest, list[str], str]:
         if parsed.model is not None and parsed.model not in self._aliases:
             raise ApiError(f"The model `{parsed.model}` does not exist.", status=404, param="model", type_="NotFoundError", code="model_not_found")
-        p = parsed.prompt_tokens
+        bs = self.engine.layout.block_size
+        if parsed.messages is not None:
+            rendered = self.prompts.render(parsed.messages)
+        else:
+            words = parsed.prompt_words
+            rendered = RenderedPrompt(len(words), [], 0, [], words[-32:])
+            rendered.h_last, rendered.tail = continue_hashes(0, [], words, bs, rendered.hashes)
+        parsed.messages = None  # a long conversation must not outlive admission (GC pauses)
+        parsed.prompt_words = []
+        p = rendered.n_tokens
         limit = self.engine.max_model_len
         max_tokens = parsed.max_tokens
         if max_tokens is None:
@@ -127,10 +142,11 @@ class EmulatorInstance:
                 param="max_tokens" if p < limit else "messages",
             )
         seed = self.opts.seed
-        rseed = request_seed(seed, parsed.prompt_words, p)
+        rseed = request_seed(seed, rendered.last_words, p)
         n_out = eos_length(seed, rseed, max_tokens, parsed.min_tokens, parsed.ignore_eos)
         words = output_words(rseed, n_out)
-        hashes = block_hashes(parsed.prompt_words + words, self.engine.layout.block_size)
+        hashes = rendered.hashes
+        continue_hashes(rendered.h_last, rendered.tail, words, bs, hashes)
         prefix = "chatcmpl-" if parsed.kind == "chat" else "cmpl-"
         rid = f"{prefix}{_PID}{self.index:x}{next(_ids):010x}"
         agent = request.headers.get(AGENT_HEADER) or parsed.user
@@ -143,10 +159,13 @@ class EmulatorInstance:
             raise ApiError(str(exc)) from None
         return req, words, rid
 
+    def _parse(self, body: bytes, kind: str) -> ParsedRequest:
+        obj = load_json(body)  # dropped on return: a long conversation must not outlive its parse
+        return parse_chat(obj) if kind == "chat" else parse_completion(obj)
+
     async def _generate(self, request: web.Request, kind: str) -> web.StreamResponse:
         try:
-            obj = load_json(await request.read())
-            parsed = parse_chat(obj) if kind == "chat" else parse_completion(obj)
+            parsed = self._parse(await request.read(), kind)
             req, words, rid = self._admit(request, parsed)
         except ApiError as exc:
             return _json(exc.body(), exc.status)
@@ -340,14 +359,22 @@ class EmulatorServer:
             raise ValueError("n_instances must be >= 1")
         self.opts = opts
         self.t0_ns = now_ns()
-        self.instances = [EmulatorInstance(i, opts, t0_ns=self.t0_ns) for i in range(opts.n_instances)]
+        self.gc_pacer = GcPacer() if opts.pace_gc else None
+        self.instances = [EmulatorInstance(i, opts, t0_ns=self.t0_ns, gc_pacer=self.gc_pacer) for i in range(opts.n_instances)]
         self._runners: list[web.AppRunner] = []
+        self._gc_was_enabled = gc.isenabled()
 
     @property
     def urls(self) -> list[str]:
         return [i.base_url for i in self.instances if i.base_url]
 
     async def start(self) -> list[str]:
+        # Everything built so far lives for the whole run: keep it out of GC passes, which
+        # otherwise stall the event loop (and the model clock) for tens of ms under load.
+        gc.collect()
+        gc.freeze()
+        if self.gc_pacer is not None:
+            gc.disable()  # the drivers collect when the model clock has slack (GcPacer)
         try:
             for inst in self.instances:
                 inst.rt.start()
@@ -371,3 +398,6 @@ class EmulatorServer:
             await runner.cleanup()
         self._runners.clear()
         await asyncio.gather(*(inst.rt.stop() for inst in self.instances), return_exceptions=True)
+        if self.gc_pacer is not None and self._gc_was_enabled:
+            gc.enable()
+        gc.unfreeze()

@@ -60,10 +60,13 @@ def eos_length(seed: int, rseed: int, max_tokens: int, min_tokens: int, ignore_e
 
 
 def block_hashes(words: Sequence[object], block_size: int = 16) -> list[int]:
-    """Chained hashes of every full block of ``words``."""
+    """Chained hashes of every full block of ``words`` (Python's tuple hash: a signed 64-bit
+    int that is never -1, as the KV cache requires). The tuples die at once, so they cost the
+    garbage collector nothing; long-lived word lists do, which is why the server drops a
+    request's prompt words as soon as these hashes exist."""
     out: list[int] = []
     h = 0
     for i in range(0, len(words) - block_size + 1, block_size):
-        h = hash((h, tuple(words[i : i + block_size])))
+        h = hash((h, *words[i : i + block_size]))
         out.append(h)
     return out
