@@ -138,7 +138,7 @@ def probe_fields(nv: Any, handle: Any, duration_s: float = 2.0, every_s: float =
     return out
 
 
-def probe_call_costs(nv: Any, handle: Any, n: int = 100) -> dict[str, dict[str, float]]:
+def probe_call_costs(nv: Any, handle: Any, n: int = 100) -> dict[str, dict[str, Any]]:
     """Wall and CPU time per call (µs) for every NVML call the sampler makes."""
     calls = {
         "nvmlDeviceGetFieldValues(3 fields)": lambda: nv.nvmlDeviceGetFieldValues(handle, [(FI_INSTANT, 0), (FI_AVERAGE, 0), FI_ENERGY]),
@@ -154,7 +154,7 @@ def probe_call_costs(nv: Any, handle: Any, n: int = 100) -> dict[str, dict[str, 
         "nvmlDeviceGetTemperature": lambda: nv.nvmlDeviceGetTemperature(handle, nv.NVML_TEMPERATURE_GPU),
         "nvmlDeviceGetPowerUsage": lambda: nv.nvmlDeviceGetPowerUsage(handle),
     }
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for name, fn in calls.items():
         try:
             fn()
@@ -443,10 +443,13 @@ def main() -> int:
     if run_dir.exists():
         shutil.rmtree(run_dir)
 
+    nv: Any
     if args.fake:  # with the energy read as expensive as measured on the H100 (~4 ms of CPU)
-        nv: Any = FakeNvml(fake_recording(args.period_s), loop=True, cpu_cost_s={"field:83": 0.004, "nvmlDeviceGetTotalEnergyConsumption": 0.004})
+        nv = FakeNvml(fake_recording(args.period_s), loop=True, cpu_cost_s={"field:83": 0.004, "nvmlDeviceGetTotalEnergyConsumption": 0.004})
     else:
-        import pynvml as nv
+        import pynvml
+
+        nv = pynvml
     nv.nvmlInit()
     handle = nv.nvmlDeviceGetHandleByIndex(0)
     results: dict[str, Any] = {

@@ -190,15 +190,17 @@ class FakeNvml:
         ring_size: int = 120,
         repeat_seen: int = 0,
         loop: bool = False,
-        cpu_cost_s: dict[str, float] | None = None,
+        cpu_cost_s: dict[str, float | tuple[float, int]] | None = None,
     ) -> None:
         self.recording = recording
         self.ring_size = ring_size  # ~2.4 s of 20 ms samples, as on an H100
         self.repeat_seen = repeat_seen  # also return this many already-seen samples (a repeating driver)
         self.loop = loop  # replay the recording again and again (energy keeps counting up)
         # CPU a call burns, like a driver that busy-waits: {"nvmlDeviceGetTotalEnergyConsumption": 0.004,
-        # "field:83": 0.004} (a field id's cost is paid by every nvmlDeviceGetFieldValues asking for it).
+        # "field:83": 0.004} (a field id's cost is paid by every nvmlDeviceGetFieldValues asking for it);
+        # (seconds, n) burns only on every n-th call, like a call that is costly now and then.
         self.cpu_cost_s = dict(cpu_cost_s or {})
+        self._cost_calls: dict[str, int] = {}
         self._clock_ns = clock_ns or time.time_ns
         self._t0_ns: int | None = None
         self.calls: dict[str, int] = {}
@@ -226,15 +228,21 @@ class FakeNvml:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
         return (self._clock_ns() - self._t0_ns) / 1e9
 
-    def _burn(self, seconds: float) -> None:
+    def _burn(self, key: str) -> None:
+        cost = self.cpu_cost_s.get(key)
+        if cost is None:
+            return
+        seconds, every = cost if isinstance(cost, tuple) else (cost, 1)
+        n = self._cost_calls[key] = self._cost_calls.get(key, 0) + 1
+        if n % every:
+            return
         end = time.thread_time() + seconds
         while time.thread_time() < end:
             pass
 
     def _enter(self, call: str, gpu: int | None = None) -> float:
         self.calls[call] = self.calls.get(call, 0) + 1
-        if call in self.cpu_cost_s:
-            self._burn(self.cpu_cost_s[call])
+        self._burn(call)
         elapsed = self._elapsed_s()
         for fault in self.recording.faults:
             if fault.call in (call, "*") and (fault.gpu is None or fault.gpu == gpu) and fault.from_s <= elapsed < fault.to_s:
@@ -263,12 +271,13 @@ class FakeNvml:
         extra = k * (last - first) if (k and first is not None and last is not None) else 0
         return readings[lo], extra
 
-    def _get(self, gpu: int, attr: str, call: str) -> int:
+    def _get(self, gpu: int, call: str, *attrs: str) -> list[int]:
+        """One call's values (one fault check, one CPU cost, one count however many fields it fills)."""
         reading, _ = self._reading(gpu, self._enter(call, gpu))
-        value = getattr(reading, attr)
-        if value is None:
+        values = [getattr(reading, attr) for attr in attrs]
+        if any(v is None for v in values):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        return value
+        return values
 
     # -- pynvml API --------------------------------------------------------------------------
     def nvmlInit(self) -> None:
@@ -307,7 +316,7 @@ class FakeNvml:
         now_us = self._clock_ns() // 1000
         for i, fid in enumerate(field_ids):
             field_id, scope = fid if isinstance(fid, tuple) else (fid, 0)
-            self._burn(self.cpu_cost_s.get(f"field:{field_id}", 0.0))
+            self._burn(f"field:{field_id}")
             v = values[i]
             v.fieldId, v.scopeId, v.timestamp = field_id, scope, now_us
             attr, value_type = self._FIELDS.get(field_id, (None, 1))
@@ -357,29 +366,27 @@ class FakeNvml:
 
     def nvmlDeviceGetClockInfo(self, handle: _Handle, clock_type: int) -> int:
         attr = "sm_clock_mhz" if clock_type == pynvml.NVML_CLOCK_SM else "mem_clock_mhz"
-        return self._get(handle.index, attr, "nvmlDeviceGetClockInfo")
+        return self._get(handle.index, "nvmlDeviceGetClockInfo", attr)[0]
 
     def nvmlDeviceGetUtilizationRates(self, handle: _Handle) -> Any:
         util = pynvml.c_nvmlUtilization_t()
-        util.gpu = self._get(handle.index, "gpu_util_pct", "nvmlDeviceGetUtilizationRates")
-        util.memory = self._get(handle.index, "mem_util_pct", "nvmlDeviceGetUtilizationRates")
+        util.gpu, util.memory = self._get(handle.index, "nvmlDeviceGetUtilizationRates", "gpu_util_pct", "mem_util_pct")
         return util
 
     def nvmlDeviceGetMemoryInfo(self, handle: _Handle) -> Any:
         memory = pynvml.c_nvmlMemory_t()
-        memory.used = self._get(handle.index, "mem_used_bytes", "nvmlDeviceGetMemoryInfo")
-        memory.total = self._get(handle.index, "mem_total_bytes", "nvmlDeviceGetMemoryInfo")
+        memory.used, memory.total = self._get(handle.index, "nvmlDeviceGetMemoryInfo", "mem_used_bytes", "mem_total_bytes")
         memory.free = memory.total - memory.used
         return memory
 
     def nvmlDeviceGetTemperature(self, handle: _Handle, sensor: int) -> int:
-        return self._get(handle.index, "temp_c", "nvmlDeviceGetTemperature")
+        return self._get(handle.index, "nvmlDeviceGetTemperature", "temp_c")[0]
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle: _Handle) -> int:
-        return self._get(handle.index, "clocks_event_reasons", "nvmlDeviceGetCurrentClocksEventReasons")
+        return self._get(handle.index, "nvmlDeviceGetCurrentClocksEventReasons", "clocks_event_reasons")[0]
 
     def nvmlDeviceGetPowerUsage(self, handle: _Handle) -> int:
-        return self._get(handle.index, "power_average_mw", "nvmlDeviceGetPowerUsage")
+        return self._get(handle.index, "nvmlDeviceGetPowerUsage", "power_average_mw")[0]
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: _Handle) -> int:
         reading, extra = self._reading(handle.index, self._enter("nvmlDeviceGetTotalEnergyConsumption", handle.index))
@@ -413,12 +420,21 @@ def record_nvml(duration_s: float, *, interval_s: float = 0.02, drain_s: float =
                 base_us.append(0)
         last_us = list(base_us)
         t0_ns = time.time_ns()
-        next_drain = 0.0
         fields = [(186, 0), (185, 0), 83]
-        while True:
-            elapsed = (time.time_ns() - t0_ns) / 1e9
-            if elapsed > duration_s:
-                break
+
+        def drain() -> None:
+            for i, h in enumerate(handles):
+                try:
+                    _, samples = nv.nvmlDeviceGetSamples(h, nv.NVML_TOTAL_POWER_SAMPLES, last_us[i])
+                except pynvml.NVMLError:
+                    continue
+                for s in sorted(samples, key=lambda s: s.timeStamp):
+                    if s.timeStamp > last_us[i]:
+                        gpus[i].samples.append((int(s.timeStamp) - base_us[i], int(s.sampleValue.uiVal)))
+                        last_us[i] = int(s.timeStamp)
+
+        next_drain = drain_s
+        while (elapsed := (time.time_ns() - t0_ns) / 1e9) <= duration_s:
             for i, h in enumerate(handles):
                 values = nv.nvmlDeviceGetFieldValues(h, fields)
                 got = [int(getattr(v.value, "ullVal" if v.valueType == 3 else "uiVal")) if v.nvmlReturn == 0 else None for v in values]
@@ -435,16 +451,9 @@ def record_nvml(duration_s: float, *, interval_s: float = 0.02, drain_s: float =
                 ))
             if elapsed >= next_drain:
                 next_drain += drain_s
-                for i, h in enumerate(handles):
-                    try:
-                        _, samples = nv.nvmlDeviceGetSamples(h, nv.NVML_TOTAL_POWER_SAMPLES, last_us[i])
-                    except pynvml.NVMLError:
-                        continue
-                    for s in sorted(samples, key=lambda s: s.timeStamp):
-                        if s.timeStamp > last_us[i]:
-                            gpus[i].samples.append((int(s.timeStamp) - base_us[i], int(s.sampleValue.uiVal)))
-                            last_us[i] = int(s.timeStamp)
+                drain()
             time.sleep(max(0.0, interval_s - ((time.time_ns() - t0_ns) / 1e9 - elapsed)))
+        drain()  # the samples up to the last reading
     finally:
         nv.nvmlShutdown()
     return NvmlRecording(gpus, _text(driver))

@@ -70,3 +70,12 @@ def test_constant_power_integrates_to_power_times_time(power_w: float, n: int, s
     t = np.arange(n, dtype=np.int64) * step_ms * 1_000_000
     joules = trapezoid_j(t, np.full(n, power_w))
     assert abs(joules - power_w * (n - 1) * step_ms / 1000) <= 1e-9 * max(1.0, joules)
+
+
+def test_a_counter_wobbling_by_rounding_is_not_a_reset() -> None:
+    # A float-computed counter (the emulator's) reads 15200, 15199, 15200 mJ within one update.
+    t = np.arange(0, 9) * (S // 20)
+    e = np.array([0.0, 7.6, 7.6, 15.2, 15.199, 15.2, 22.8, 22.799, 30.4])
+    result = counter_energy_j(t, e, t, np.full(9, 76.0))
+    assert result is not None and result.discontinuities == 0 and result.bridged_j == 0.0
+    assert abs(result.energy_j - 22.8) < 1e-9

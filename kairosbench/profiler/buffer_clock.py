@@ -17,6 +17,7 @@ across drains (we may have drained too late and lost samples off the ring).
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections import deque
@@ -33,7 +34,7 @@ def host_clocks() -> dict[str, ClockFn]:
     for name in ("CLOCK_BOOTTIME", "CLOCK_MONOTONIC_RAW"):
         clock_id = getattr(time, name, None)
         if clock_id is not None:
-            clocks[name] = lambda cid=clock_id: time.clock_gettime_ns(cid)
+            clocks[name] = functools.partial(time.clock_gettime_ns, clock_id)
     return clocks
 
 

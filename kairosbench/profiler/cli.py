@@ -60,8 +60,11 @@ def profile(
         console.print("[yellow]No NVML GPU found: profiling without GPU telemetry (use --source emulator:URL or prometheus:URL).[/]")
     handle = start_profiler(out_dir, chosen, engine_endpoints=list(engines), interval_s=interval,
                             engine_interval_s=engine_interval, tolerance_frac=tolerance)
+    shown = {w for w in handle.warnings if "no telemetry source" in w}
     for warning in handle.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        if warning not in shown:
+            console.print(f"[yellow]warning:[/] {warning}")
+            shown.add(warning)
     if handle.gpus:
         console.print(f"profiling {len(handle.gpus)} GPU(s): " + ", ".join(f"{g.host}/{g.gpu} {g.name}".strip() for g in handle.gpus))
     exit_code = 0
@@ -72,7 +75,7 @@ def profile(
             _wait(console, handle, duration)
     finally:
         summary = handle.stop()
-    _print_summary(console, summary)
+    _print_summary(console, summary, already_shown=shown)
     if exit_code:
         raise click.exceptions.Exit(exit_code)
 
@@ -122,11 +125,12 @@ def _num(value: float | None, digits: int) -> str:
     return "" if value is None else f"{value:,.{digits}f}"
 
 
-def _print_summary(console: Console, summary: ProfileSummary) -> None:
+def _print_summary(console: Console, summary: ProfileSummary, *, already_shown: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     console.print(summary)
     cpu = summary.profiler.get("profiler_cpu", {})
     if cpu.get("loop_cpu_pct_of_one_core") is not None:
         console.print(f"profiler CPU: {cpu['loop_cpu_pct_of_one_core']:.2f}% of one core over {cpu['loop_wall_s']:.1f} s")
     for warning in summary.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        if warning not in already_shown:
+            console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"files in {summary.run_dir}: {', '.join(summary.profiler.get('files', [])) or 'none'}")

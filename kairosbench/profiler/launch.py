@@ -218,7 +218,7 @@ def summarize_run_dir(
     profiler["files"] = [p.name for p in (power, run_dir / ENGINE_FILE) if p.exists()]
     gpus = summarize_table(pq.read_table(power), tolerance_frac=tolerance_frac, names=names)
     for g in gpus:
-        if g.flagged:
+        if g.flagged and g.disagreement_frac is not None:
             all_warnings.append(
                 f"GPU {g.host}/{g.gpu}: integrated energy differs from the counter by {g.disagreement_frac * 100:.2f}% "
                 f"(> {tolerance_frac * 100:g}%)"

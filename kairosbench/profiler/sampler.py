@@ -14,6 +14,7 @@ into Parquet with the measured update periods and the loop's CPU use in their me
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -178,11 +179,11 @@ class Sampler:
     def _jobs(self) -> list[tuple[float, Callable[[], Awaitable[None]]]]:
         jobs: list[tuple[float, Callable[[], Awaitable[None]]]] = []
         for _, source in self.sources:
-            jobs.append((self.poll_period(source), lambda s=source: self.poll_source(s)))
+            jobs.append((self.poll_period(source), functools.partial(self.poll_source, source)))
             if source.has_buffer:
-                jobs.append((self.config.drain_interval_s, lambda s=source: self.drain_source(s)))
+                jobs.append((self.config.drain_interval_s, functools.partial(self.drain_source, source)))
         for scraper in self.scrapers:
-            jobs.append((self.config.engine_interval_s, lambda s=scraper: self.scrape_engine(s)))
+            jobs.append((self.config.engine_interval_s, functools.partial(self.scrape_engine, scraper)))
         jobs.append((self.config.flush_interval_s, self.flush))
         jobs.append((self.config.live_interval_s, self.report_live))
         return jobs

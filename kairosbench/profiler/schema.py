@@ -1,7 +1,8 @@
 """The one telemetry shape: every source (NVML, emulator, Prometheus) writes these columns.
 
 A row is either a **poll** (what the source reported when we asked, stamped with the run-clock
-midpoint of the read) or a **buffer** sample (one entry of the driver's ~20 ms power-sample
+midpoint of the read, or with the time the values were produced where the source says it:
+the emulator) or a **buffer** sample (one entry of the driver's ~20 ms power-sample
 ring, stamped with its own hardware timestamp mapped onto the run clock; only ``power_w`` is
 set). A null means "not read in this row", never zero: slow signals are read every few polls,
 and a source that lacks a signal leaves it null throughout.
@@ -27,6 +28,7 @@ __all__ = [
     "KIND_POLL",
     "KIND_BUFFER",
     "SIGNAL_COLUMNS",
+    "VALUE_TIMED_SOURCES",
 ]
 
 SCHEMA_VERSION = 1
@@ -36,6 +38,9 @@ METADATA_KEY = b"kairosbench.telemetry"
 
 KIND_POLL = "poll"
 KIND_BUFFER = "buffer"
+# Sources whose poll rows carry the time their values were produced (not the read time), so a
+# counter change is dated at its row exactly rather than between two reads.
+VALUE_TIMED_SOURCES = frozenset({"emulator"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +54,7 @@ class Column:
 
 
 POWER_COLUMNS: tuple[Column, ...] = (
-    Column("t_ns", pa.int64(), "ns", "run clock (kairosbench.clock.now_ns): Unix-epoch ns advancing with the monotonic clock"),
+    Column("t_ns", pa.int64(), "ns", "run clock (kairosbench.clock.now_ns): poll rows: midpoint of the read (emulator: its value time); buffer rows: the sample's own timestamp"),
     Column("host", pa.string(), "", "host the GPU is in: hostname (nvml), endpoint host:port (emulator), Hostname label (prometheus)"),
     Column("gpu", pa.int32(), "", "GPU index on that host"),
     Column("source", pa.string(), "", "nvml | emulator | prometheus"),

@@ -10,6 +10,11 @@ The emulator (``kairosbench emulate``) serves, per instance:
 
 So it lands in the same columns as NVML, polled and drained at the same rates. ``host`` is the
 instance's ``host:port``, which keeps GPUs of different instances apart.
+
+Unlike NVML, the emulator says when its values were produced: ``t_ns`` in the payload is the
+100 ms grid point they are frozen at (on the run clock, same host). Poll rows carry that time,
+not the read time, and a poll that finds the same grid point as the previous one adds nothing
+and is dropped; so energy-counter changes are dated exactly (``schema.VALUE_TIMED_SOURCES``).
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class EmulatorSource:
         self._counters = SourceCounters()
         self.warnings = self._counters.warnings
         self._gpu = 0
+        self._last_value_t_ns: int | None = None
 
     async def open(self) -> list[GpuInfo]:
         deadline = time.monotonic() + self._connect_timeout_s
@@ -104,9 +110,17 @@ class EmulatorSource:
             self._counters.count("read_errors")
             self._counters.warn(str(exc))
             return []
-        t_ns = (t0 + self._now_ns()) // 2
+        if not isinstance(payload, dict):
+            return []
         self._counters.count("polls")
-        return [emulator_row(payload, host=self.host, t_ns=t_ns)] if isinstance(payload, dict) else []
+        value_t_ns = payload.get("t_ns")
+        if isinstance(value_t_ns, int):
+            if value_t_ns == self._last_value_t_ns:
+                self._counters.count("polls_same_grid_point")
+                return []
+            self._last_value_t_ns = value_t_ns
+            return [emulator_row(payload, host=self.host, t_ns=value_t_ns)]
+        return [emulator_row(payload, host=self.host, t_ns=(t0 + self._now_ns()) // 2)]
 
     async def _fetch_samples(self, since_us: int) -> list[tuple[int, float]]:
         try:

@@ -11,6 +11,9 @@ So at open the source times each way of reading each signal (3 reads, thread CPU
 - reads an *expensive* one every ``expensive_every``-th poll (default 20: once a second),
   except the instant power on a GPU without a power-sample buffer, which is then the only
   fast power series and is read every poll whatever it costs;
+- keeps timing every read, and moves a signal whose *mean* cost climbs over the threshold
+  to the sparse rate too (on the measured H100, ``nvmlDeviceGetUtilizationRates`` cost 11 µs
+  in a median of three but 559 µs averaged over 100 calls: a few calls are very costly);
 - takes the cheaper of two equivalent reads (the energy field or
   ``nvmlDeviceGetTotalEnergyConsumption``; the 1 s-average field or ``nvmlDeviceGetPowerUsage``,
   which on Ampere and newer return the same value, checked at open).
@@ -79,7 +82,14 @@ class _Reader:
     columns: tuple[str, ...]
     read: Callable[[Any], dict[str, Any]]
     every: int = 1
-    cpu_us: float = 0.0
+    cpu_us: float = 0.0  # median of the calibration reads at open
+    fixed: bool = False  # must stay at its rate (the tick reference; instant power without a buffer)
+    calls: int = 0
+    total_cpu_us: float = 0.0  # every read's CPU time since open: some calls are costly only now and then
+
+    @property
+    def mean_cpu_us(self) -> float:
+        return self.total_cpu_us / self.calls if self.calls else self.cpu_us
 
 
 @dataclass
@@ -91,6 +101,9 @@ class _Gpu:
     energy: _Reader | None = None  # read sparsely, sandwiched between two tick reads
     tick: _Reader | None = None  # the cheap 1 s-average reader used as the tick reference
     has_buffer: bool = True
+    last_tick: float | None = None
+    tick_seen: bool = False  # a change of the tick signal was observed: energy reads are datable from now
+    energy_dated: bool = False  # an energy read has been taken since then
     dedup: SampleDeduper = field(default_factory=SampleDeduper)
     notes: list[str] = field(default_factory=list)
     costs_us: dict[str, float] = field(default_factory=dict)
@@ -239,6 +252,7 @@ class NvmlSource:
 
         def use(reader: _Reader, *, always: bool = False) -> _Reader:
             reader.every = self._expensive_every if expensive(reader) and not always else 1
+            reader.fixed = always
             gpu.readers.append(reader)
             return reader
 
@@ -255,6 +269,7 @@ class NvmlSource:
             self._note(gpu, "power_avg_w via nvmlDeviceGetPowerUsage (no 1 s-average field; on Ampere and newer it is that average)")
         if avg is not None:
             gpu.tick = use(avg)
+            gpu.tick.fixed = gpu.tick.every == 1  # sparse energy reads are dated by its ticks
         # Instant power: the only fast power series where the driver keeps no sample buffer.
         if ok["field_power_w"] is not None:
             use(c["field_power_w"], always=not gpu.has_buffer)
@@ -308,21 +323,34 @@ class NvmlSource:
         for gpu in self._gpus:
             t0 = self._now_ns()
             row: Row = {"host": self.host, "gpu": gpu.index, "source": self.kind, "kind": KIND_POLL}
-            if gpu.energy is not None and (full or index % gpu.energy.every == 0):
-                row.update(self._read_energy_between_ticks(gpu))
+            tick = None
+            if gpu.tick is not None and (full or index % gpu.tick.every == 0):
+                row.update(self._run(gpu, gpu.tick))
+                tick = row.get("power_avg_w")
+                if tick is not None and gpu.last_tick is not None and tick != gpu.last_tick:
+                    gpu.tick_seen = True
+            if gpu.energy is not None and (
+                full or index % gpu.energy.every == 0 or (gpu.tick_seen and not gpu.energy_dated)
+            ):  # the extra read: the first one after a tick is seen, so the window starts ~0.1 s in, not 1 s
+                row.update(self._read_energy_between_ticks(gpu, tick))
+                gpu.energy_dated = gpu.energy_dated or gpu.tick_seen
+            if row.get("power_avg_w") is not None:
+                gpu.last_tick = row["power_avg_w"]
             for reader in gpu.readers:
-                if (full or index % reader.every == 0) and not (reader is gpu.tick and "power_avg_w" in row):
+                if (full or index % reader.every == 0) and reader is not gpu.tick:
                     row.update(self._run(gpu, reader))
             row["t_ns"] = (t0 + self._now_ns()) // 2
             rows.append(row)
         self._counters.count("polls")
         return rows
 
-    def _read_energy_between_ticks(self, gpu: _Gpu) -> Row:
+    def _read_energy_between_ticks(self, gpu: _Gpu, before: float | None) -> Row:
+        """Read the sparse energy counter between two reads of the tick signal (see the module doc)."""
         assert gpu.energy is not None
         if gpu.tick is None or gpu.tick.every != 1:
             return self._run(gpu, gpu.energy)
-        before = self._run(gpu, gpu.tick).get("power_avg_w")
+        if before is None:
+            before = self._run(gpu, gpu.tick).get("power_avg_w")
         got = self._run(gpu, gpu.energy)
         after = self._run(gpu, gpu.tick).get("power_avg_w")
         if before != after:  # a tick fell inside the read: the next one is ~100 ms away, read again
@@ -332,9 +360,12 @@ class NvmlSource:
         return {**got, "power_avg_w": after}
 
     def _run(self, gpu: _Gpu, reader: _Reader) -> Row:
+        c0 = self._cpu_time_ns()
         try:
             with translate(reader.name, gpu=gpu.index):
-                return reader.read(gpu.handle)
+                got = reader.read(gpu.handle)
+            self._account(gpu, reader, (self._cpu_time_ns() - c0) / 1000.0)
+            return got
         except (NvmlSignalUnsupported, NvmlPermissionDenied) as exc:
             gpu.readers = [r for r in gpu.readers if r is not reader]
             if reader is gpu.energy:
@@ -344,6 +375,15 @@ class NvmlSource:
             self._counters.count("read_errors")
             self._counters.warn(str(exc))
         return {}
+
+    def _account(self, gpu: _Gpu, reader: _Reader, cpu_us: float) -> None:
+        """Count a read's CPU; a signal read every poll whose mean cost is too high becomes sparse."""
+        reader.calls += 1
+        reader.total_cpu_us += cpu_us
+        if reader.every == 1 and not reader.fixed and reader.calls >= 20 and reader.mean_cpu_us > self._expensive_cpu_us:
+            reader.every = self._expensive_every
+            self._note(gpu, f"{'/'.join(reader.columns)} read every {reader.every} polls from poll {self._polls}: "
+                            f"{reader.name} cost {reader.mean_cpu_us:.0f} µs of CPU on average over {reader.calls} reads")
 
     def _read_fields(self, gpu: _Gpu, fields: list[tuple[str, tuple[int, int] | int]]) -> Row:
         """One nvmlDeviceGetFieldValues call; a field's own error is raised like a call's."""
@@ -418,7 +458,8 @@ class NvmlSource:
                 str(g.index): {
                     "notes": g.notes,
                     "read_cpu_us": g.costs_us,
-                    "readers": [{"call": r.name, "columns": list(r.columns), "every_n_polls": r.every}
+                    "readers": [{"call": r.name, "columns": list(r.columns), "every_n_polls": r.every,
+                                 "reads": r.calls, "mean_cpu_us": round(r.mean_cpu_us, 1)}
                                 for r in ([g.energy] if g.energy else []) + g.readers],
                     **g.dedup.stats(),
                 }

@@ -17,10 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from rich.table import Table
+from rich.text import Text
 
 from kairosbench.profiler.energy import counter_energy_from_polls, disagreement, trapezoid_j
 from kairosbench.profiler.periods import gpu_groups
-from kairosbench.profiler.schema import KIND_BUFFER
+from kairosbench.profiler.schema import KIND_BUFFER, VALUE_TIMED_SOURCES
 
 __all__ = ["GpuEnergy", "ProfileSummary", "summarize_table", "DEFAULT_TOLERANCE_FRAC"]
 
@@ -85,7 +86,9 @@ class ProfileSummary:
         path.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
         return path
 
-    def __rich__(self) -> Table:
+    def __rich__(self) -> Table | Text:
+        if not self.gpus:
+            return Text("No GPU telemetry was recorded.")
         table = Table(title="GPU energy and power", title_justify="left")
         for header in ("GPU", "source", "time s", "energy J", "integrated J", "diff", "avg W", "peak W", "peak 1s-avg W", "samples/s"):
             table.add_column(header, justify="left" if header in ("GPU", "source") else "right")
@@ -101,8 +104,6 @@ class ProfileSummary:
         if len(self.gpus) > 1 and self.total_energy_j is not None:
             table.add_section()
             table.add_row("all GPUs", "", "", _fmt(self.total_energy_j), "", "", "", "", "", "")
-        if not self.gpus:
-            table.add_row("(no GPU telemetry)", "", "", "", "", "", "", "", "", "")
         return table
 
 
@@ -144,7 +145,8 @@ def summarize_table(table: pa.Table, *, tolerance_frac: float = DEFAULT_TOLERANC
             series_t, series_p, used = t[poll], col["power_avg_w"][poll], "power_avg_w"
         else:
             series_t, series_p, used = np.array([], dtype=np.int64), np.array([]), ""
-        counter = counter_energy_from_polls(t[poll], col["energy_j"][poll], col["power_avg_w"][poll], series_t, series_p)
+        counter = counter_energy_from_polls(t[poll], col["energy_j"][poll], col["power_avg_w"][poll], series_t, series_p,
+                                            value_timed=key[2] in VALUE_TIMED_SOURCES)
         if counter is not None:
             window = (counter.t0_ns, counter.t1_ns)
         elif len(series_t):
