@@ -10,7 +10,7 @@ unchanged on it::
     from kairosbench.profiler.sampler import SamplerConfig
     from kairosbench.profiler.launch import launch_sampler
 
-    fake = FakeNvml(NvmlRecording.load("tests/fixtures/profiler/h100_bursts.json"), loop=True)
+    fake = FakeNvml(NvmlRecording.load("tests/fixtures/profiler/h100_recording.json"), loop=True)
     handle = launch_sampler(SamplerConfig(run_dir=tmp, sources=["nvml"], nvml=fake))
 
 Recordings come from a real GPU with :func:`record_nvml` (read-only) or are synthesised with

@@ -10,7 +10,7 @@ stays cheap however long the run.
 At a clean stop the writer converts the journal into ``<name>.parquet`` (rows sorted by
 ``t_ns``, zstd, written to a temporary name and renamed, so a reader never sees half a file)
 and deletes the journal. If the writer was killed, :func:`recover_run_dir` (called by
-``ProfilerHandle.stop()``, by ``kairosbench profile --recover DIR``, and safe to call
+``ProfilerHandle.stop()``, by ``kairosbench profile --out DIR --recover``, and safe to call
 anytime) does the same conversion from whatever the journal holds: a kill loses at most the
 rows of the last flush interval.
 

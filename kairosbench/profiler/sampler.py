@@ -119,6 +119,11 @@ class Sampler:
                 self.warnings.append(f"source {text}: {exc}; continuing without it")
                 await _quietly(source.close())
                 continue
+            except Exception as exc:  # noqa: BLE001 - a broken source must not take the run down
+                log.error("source %s failed to open:\n%s", text, traceback.format_exc())
+                self.warnings.append(f"source {text}: {exc.__class__.__name__}: {exc} (see profiler.log); continuing without it")
+                await _quietly(source.close())
+                continue
             self.sources.append((text, source))
             self.gpus.extend(gpus)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -153,7 +158,9 @@ class Sampler:
     async def poll_source(self, source: TelemetrySource, *, full: bool = False) -> None:
         rows = await source.poll(full=full)
         for row in rows:
-            self.latest[f"{row['host']}/{row['gpu']}/{row['source']}"] = row
+            # Live view: newest value of every signal, including those read only every few polls.
+            key = f"{row['host']}/{row['gpu']}/{row['source']}"
+            self.latest[key] = {**self.latest.get(key, {}), **{k: v for k, v in row.items() if v is not None}}
         if self.power is not None:
             self.power.append(rows)
 

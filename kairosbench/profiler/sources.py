@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from kairosbench.errors import UsageError
 
-__all__ = ["Row", "GpuInfo", "SourceSpec", "TelemetrySource", "parse_source", "SOURCE_KINDS"]
+__all__ = ["Row", "GpuInfo", "SourceSpec", "TelemetrySource", "SourceCounters", "parse_source", "SOURCE_KINDS"]
 
 Row = dict[str, Any]
 SOURCE_KINDS = ("nvml", "emulator", "prometheus")
