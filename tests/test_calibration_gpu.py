@@ -41,6 +41,10 @@ def test_8b_decode_at_fmax_draws_400_to_600_w(batch: int) -> None:
     assert d["clock_mhz"] == pytest.approx(1980)
 
 
+def test_pure_weight_streaming_matches_the_probe() -> None:
+    assert 500.0 <= cal.streaming_power("h100-sxm") <= 590.0  # [measured-here] 12.9 GB per step: 500-590 W
+
+
 def test_8b_decode_reaches_the_cap_at_large_batch() -> None:
     d = cal.decode_power(200)  # ML.ENERGY: the 700 W cap near batch 200
     assert d["power_w"] >= 680.0

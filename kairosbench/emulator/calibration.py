@@ -29,6 +29,7 @@ __all__ = [
     "compute_saturation",
     "decode_power",
     "pulse_telemetry",
+    "streaming_power",
     "kairos_like_workload",
     "agentic_sweep",
     "SweepRow",
@@ -100,6 +101,12 @@ def decode_power(batch: int, gpu: str = "h100-sxm", model: str = "llama-3.1-8b",
         "clock_mhz": sum(o.power.f_eff_mhz * (o.t_end - o.t_start) for o in dec) / busy,
         "itl_s": busy / len(dec),
     }
+
+
+def streaming_power(gpu: str = "h100-sxm") -> float:
+    """Board power of a step that only streams HBM at f_max (u_mem = 1): the weight-streaming probe."""
+    g = EmulatedGpu(gpu_preset(gpu))
+    return g.model.power_at(StepCost(0.0, 1.0, 0.0), g.preset.f_max_mhz)
 
 
 def pulse_telemetry(gpu: str = "h100-sxm", period_s: float = 0.4, seconds: float = 6.0) -> dict[str, float]:
@@ -215,6 +222,7 @@ def anchor_table() -> list[dict[str, Any]]:
     for b in (128, 200, 256):
         d = decode_power(b)
         rows.append({"anchor": f"8B dense decode at f_max, batch {b}", "target": "cap (700 W) near batch 200", "emulator": f"{d['power_w']:.0f} W at {d['clock_mhz']:.0f} MHz"})
+    rows.append({"anchor": "weight streaming at f_max (u_mem = 1)", "target": "500-590 W", "emulator": f"{streaming_power():.0f} W"})
     p = pulse_telemetry()
     rows.append({"anchor": "200 ms on/off pulses: 1 s average field", "target": "585-721 W", "emulator": f"{p['avg_min_w']:.0f}-{p['avg_max_w']:.0f} W"})
     rows.append({"anchor": "200 ms on/off pulses: instant field (100 ms grid)", "target": "114-796 W", "emulator": f"{p['instant_min_w']:.0f}-{p['instant_max_w']:.0f} W"})
