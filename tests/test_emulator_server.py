@@ -226,3 +226,25 @@ def test_emulator_process_starts_and_stops() -> None:
         proc.stop()
     proc.stop()  # idempotent
     assert proc.pid is None
+
+
+def test_public_api_names_resolve() -> None:
+    import kairosbench.emulator as emu
+
+    assert sorted(emu.__all__) == sorted(set(emu.__all__))
+    for name in emu.__all__:
+        assert getattr(emu, name) is not None
+
+
+def test_emulate_on_a_busy_port_is_a_usage_error() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "kairosbench.cli", "emulate", "--port", str(port), "--quiet"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
