@@ -189,3 +189,11 @@ def test_accounting_invariants_hold_for_any_sequence(ops, spec: str) -> None:
     waiting = t.pending_count + t.held_count
     released = t.release(now)
     assert waiting == 0 or released
+
+
+def test_public_api_is_exported() -> None:
+    import kairosbench.gateway as gw
+
+    for name in gw.__all__:
+        assert getattr(gw, name) is not None
+    assert gw.AgentTracker is AgentTracker
