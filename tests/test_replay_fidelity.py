@@ -49,6 +49,8 @@ async def test_history_is_resent_exactly_with_the_streamed_replies(tmp_path: Pat
             msgs = body["messages"]
             assert headers["X-Kairosbench-Agent"] == sess.session_id
             assert headers["X-Kairosbench-Turn"] == str(t)
+            assert headers["X-Kairosbench-Prompt-Tokens"] == str(emu.chat_prompt_tokens(msgs))
+            assert headers.get("X-Kairosbench-Final") == ("1" if t == len(sess.turns) - 1 else None)
             assert body["max_tokens"] == sess.turns[t].output_tokens
             assert body["ignore_eos"] is True and body["stream"] is True
             assert body["stream_options"] == {"include_usage": True}

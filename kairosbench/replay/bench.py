@@ -13,7 +13,11 @@ Scenarios (docs/perf/loadgen.md has the numbers and the machine):
    ``lag_rate`` requests/s; p50/p99/max scheduling lag. Goal: p99 < 5 ms at 1,000 sessions.
 4. **ctx-64k**: sessions whose context is ~64k tokens and grows each turn; CPU per request
    and lag, against a minimal client that re-encodes its message list every turn (what
-   clients without an incremental prefix do).
+   clients without an incremental prefix do). **build-16k/64k/128k**: the CPU to build one
+   turn's request body alone (first turn's synthesis included), incremental vs re-encoding.
+
+The lag rows also show a bare ``asyncio.sleep`` loop's lateness measured just before, on the
+same machine with the same mock running: the floor that noise from other processes sets.
 
 kairosbench's side is the real driver (``Replay``: flow, prompt building, streaming client,
 per-token ITL, Parquet records); the baseline does only POST, iterate lines, ``json.loads``
@@ -170,6 +174,48 @@ async def drive(url: str, sessions: list[Session], *, concurrency: int | None = 
     )
 
 
+async def loop_floor(duration_s: float = 3.0, period_s: float = 0.01) -> dict[str, float]:
+    """Lateness of a bare ``asyncio.sleep`` loop: the floor any driver's lag sits on, now."""
+    loop = asyncio.get_running_loop()
+    lags = []
+    end = loop.time() + duration_s
+    while loop.time() < end:
+        due = loop.time() + period_s
+        await asyncio.sleep(period_s)
+        lags.append((loop.time() - due) * 1e3)
+    a = np.array(lags)
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max())}
+
+
+def build_costs(context_tokens: int, turns: int = 8, grow: int = 512) -> dict[str, float]:
+    """CPU ms per turn to build a request body at ``context_tokens``: incremental vs re-encode."""
+    pool = WordPool(COMMON_WORDS, seed=0)
+    factory = PromptFactory(EmulatorTokenModel(), PromptSettings(system_prompt_tokens=0), pool)
+    endpoint = Endpoint("http://127.0.0.1:1", "m")
+    session = Session("b", "swe", 0.0, [Turn(context_tokens if j == 0 else grow, 64, 0.0) for j in range(turns)])
+    reply = b" ".join(b"w%d" % i for i in range(64))
+
+    async def ours() -> float:
+        sp = factory.session(session)
+        t0 = time.process_time()
+        for t in range(turns):
+            prep = await sp.prepare(t)
+            endpoint.body(prep.messages, 64, b'"b"')
+            await sp.add_reply(reply, None)
+        return (time.process_time() - t0) / turns * 1e3
+
+    def naive() -> float:
+        messages = [{"role": "user", "content": pool.slice(context_tokens, 0).decode()}]
+        t0 = time.process_time()
+        for _ in range(turns):
+            json.dumps({"model": "m", "messages": messages, "max_tokens": 64, "stream": True}).encode()
+            messages = messages + [{"role": "assistant", "content": reply.decode()}, {"role": "user", "content": pool.slice(grow, 7).decode()}]
+        return (time.process_time() - t0) / turns * 1e3
+
+    first_turn_ms = asyncio.run(ours())  # includes synthesising the first turn's context
+    return {"kairosbench_ms_per_turn": first_turn_ms, "reencode_ms_per_turn": naive()}
+
+
 def _sessions(n: int, turns: int, *, first: int, appended: int, output: int, tool_s: float, prefix: str = "s") -> list[Session]:
     return [Session(f"{prefix}{i}", "swe", 0.0, [Turn(first if j == 0 else appended, output, tool_s) for j in range(turns)]) for i in range(n)]
 
@@ -185,7 +231,7 @@ def _sessions(n: int, turns: int, *, first: int, appended: int, output: int, too
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Also write the results as JSON.")
 def loadgen(n_requests: int, concurrency: int, concurrency_20ms: int, levels: str, lag_rate: float, skip: tuple[str, ...], json_out: str | None) -> None:
     """Client CPU per 1,000 requests / 100,000 tokens and scheduling lag, vs a minimal client."""
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 130)
     results: dict[str, Any] = {"machine": {"cpu_count": __import__("os").cpu_count(), "python": sys.version.split()[0]}}
     tokens = 128
     turns = 4
@@ -194,6 +240,7 @@ def loadgen(n_requests: int, concurrency: int, concurrency_20ms: int, levels: st
         with MockProcess(itl_s) as url:
             # warm-up both clients (imports, connection pools, JIT-free but cache-warm)
             asyncio.run(minimal_client(url, min(50, n), min(conc, 8), tokens))
+            asyncio.run(drive(url, _sessions(8, 2, first=64, appended=16, output=tokens, tool_s=0.0, prefix="w"), concurrency=8))
             base = asyncio.run(minimal_client(url, n, conc, tokens))
             sessions = _sessions(math.ceil(n / turns), turns, first=64, appended=16, output=tokens, tool_s=0.0)
             ours = asyncio.run(drive(url, sessions, concurrency=conc))
@@ -222,19 +269,22 @@ def loadgen(n_requests: int, concurrency: int, concurrency_20ms: int, levels: st
             window = max(10.0, 1.5 * cycle)
             console.print(f"[bold]lag-{n}[/]: {n} sessions, tool {tool:.1f} s, window {window:.0f} s …")
             with MockProcess(0.02) as url:
+                floor = asyncio.run(loop_floor())
                 turns = math.ceil(window / cycle) + 2
                 sessions = _sessions(n, turns, first=256, appended=32, output=32, tool_s=tool, prefix=f"l{n}-")
                 d = asyncio.run(drive(url, sessions, spread_s=cycle, duration_s=window))
-            results[f"lag-{n}"] = {"sessions": n, "tool_s": tool, "window_s": window, "requests": d.requests, "requests_per_s": d.requests / d.wall_s, "cpu_fraction": d.cpu_s / d.wall_s, "lag_p50_ms": d.lag_p50_ms, "lag_p99_ms": d.lag_p99_ms, "lag_max_ms": d.lag_max_ms, "ok_fraction": d.ok_fraction}
+            results[f"lag-{n}"] = {"sessions": n, "tool_s": tool, "window_s": window, "requests": d.requests, "requests_per_s": d.requests / d.wall_s, "cpu_fraction": d.cpu_s / d.wall_s, "lag_p50_ms": d.lag_p50_ms, "lag_p99_ms": d.lag_p99_ms, "lag_max_ms": d.lag_max_ms, "ok_fraction": d.ok_fraction, "loop_floor": floor}
     if "ctx-64k" not in skip:
-        n_sessions, ctx_turns, grow = 16, 6, 512
+        n_sessions, ctx_turns, grow = 32, 8, 512
         console.print(f"[bold]ctx-64k[/]: {n_sessions} sessions × {ctx_turns} turns, 64k-token contexts growing {grow}/turn …")
         with MockProcess(0.0) as url:
             pool = WordPool(COMMON_WORDS, seed=0)
             big = pool.slice(64_000, 0).decode()
+            factory = PromptFactory(EmulatorTokenModel(), PromptSettings(system_prompt_tokens=0), pool)
+            asyncio.run(minimal_client(url, 4, 2, 64, messages=[{"role": "user", "content": big}], grow=grow))  # warm-up
+            asyncio.run(drive(url, _sessions(2, 2, first=64_000, appended=grow, output=64, tool_s=0.0, prefix="w"), spread_s=0.1, factory=factory))
             base = asyncio.run(minimal_client(url, n_sessions * ctx_turns, n_sessions, 64, messages=[{"role": "user", "content": big}], grow=grow))
             sessions = _sessions(n_sessions, ctx_turns, first=64_000, appended=grow, output=64, tool_s=0.5, prefix="c")
-            factory = PromptFactory(EmulatorTokenModel(), PromptSettings(system_prompt_tokens=0), pool)
             d = asyncio.run(drive(url, sessions, spread_s=1.0, factory=factory))
         results["ctx-64k"] = {
             "sessions": n_sessions,
@@ -243,6 +293,9 @@ def loadgen(n_requests: int, concurrency: int, concurrency_20ms: int, levels: st
             "minimal": {"requests": base["requests"], "cpu_ms_per_request": base["cpu_s"] / base["requests"] * 1e3},
         }
         results["ctx-64k"]["ratio"] = results["ctx-64k"]["kairosbench"]["cpu_ms_per_request"] / results["ctx-64k"]["minimal"]["cpu_ms_per_request"]
+    if "ctx-64k" not in skip:
+        for ctx in (16_000, 64_000, 128_000):
+            results[f"build-{ctx // 1000}k"] = build_costs(ctx)
     console.print(_table(results))
     if json_out:
         Path(json_out).write_text(json.dumps(results, indent=2) + "\n")
@@ -264,9 +317,19 @@ def _table(results: dict[str, Any]) -> Table:
         if name.startswith("lag-"):
             goal = "p99 < 5 ms" if r["sessions"] == 1000 else ""
             ok = "" if not goal else (" ✓" if r["lag_p99_ms"] < 5 else " ✗")
-            t.add_row(f"{name}: sched lag p50 / p99 / max (ms)", f"{r['lag_p50_ms']:.2f} / {r['lag_p99_ms']:.2f} / {r['lag_max_ms']:.1f}", "", f"{r['requests_per_s']:.0f} req/s, CPU {r['cpu_fraction'] * 100:.0f}%", goal + ok)
+            f = r["loop_floor"]
+            t.add_row(
+                f"{name}: sched lag p50 / p99 / max (ms)",
+                f"{r['lag_p50_ms']:.2f} / {r['lag_p99_ms']:.2f} / {r['lag_max_ms']:.1f}",
+                f"bare loop: {f['p50_ms']:.2f} / {f['p99_ms']:.2f} / {f['max_ms']:.1f}",
+                f"{r['requests_per_s']:.0f} req/s, CPU {r['cpu_fraction'] * 100:.0f}%",
+                goal + ok,
+            )
     if "ctx-64k" in results:
         r = results["ctx-64k"]
         t.add_row("ctx-64k: CPU ms / request", f"{r['kairosbench']['cpu_ms_per_request']:.2f}", f"{r['minimal']['cpu_ms_per_request']:.2f}", f"{r['ratio']:.2f}", "")
         t.add_row("ctx-64k: sched lag p50 / p99 (ms)", f"{r['kairosbench']['lag_p50_ms']:.2f} / {r['kairosbench']['lag_p99_ms']:.2f}", "", "", "")
+    for name, r in results.items():
+        if name.startswith("build-"):
+            t.add_row(f"{name}: body build CPU ms / turn (vs re-encode)", f"{r['kairosbench_ms_per_turn']:.3f}", f"{r['reencode_ms_per_turn']:.3f}", f"{r['kairosbench_ms_per_turn'] / r['reencode_ms_per_turn']:.2f}", "")
     return t

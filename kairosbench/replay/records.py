@@ -141,10 +141,31 @@ class PartWriter:
         return rows
 
     def to_table(self, rows: list[tuple[Any, ...]]) -> pa.Table:
-        """Rows as a table (the costly part: run it off the event loop)."""
+        """Rows as a table, in one go (see ``to_table_async`` for the event loop's version)."""
         cols = list(zip(*rows)) if rows else [[] for _ in self.columns]
         arrays = [pa.array(col, type=c.type) for col, c in zip(cols, self.columns)]
         return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    async def to_table_async(self, rows: list[tuple[Any, ...]]) -> pa.Table:
+        """Rows as a table, one column per event-loop turn.
+
+        Converting Python objects holds the GIL; done in a thread it would stall the event
+        loop for up to a GIL switch interval at every handoff, and in one go on the loop for
+        the whole conversion. Column by column, the loop never waits more than one column
+        (~0.1 ms for a few thousand rows).
+        """
+        import asyncio
+
+        cols = list(zip(*rows)) if rows else [[] for _ in self.columns]
+        arrays = []
+        for col, c in zip(cols, self.columns):
+            arrays.append(pa.array(col, type=c.type))
+            await asyncio.sleep(0)
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def warm_up(self) -> None:
+        """Pay pyarrow's first-use costs (imports, writer set-up: ~0.3 s) before a run."""
+        pq.write_table(self.to_table([]), pa.BufferOutputStream(), compression="zstd")
 
     def write_rows(self, rows: list[tuple[Any, ...]]) -> Path | None:
         """Convert and write ``rows`` as one part (thread-safe with respect to ``append``)."""

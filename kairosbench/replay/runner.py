@@ -108,7 +108,7 @@ class Replay:
         self._slots = asyncio.Semaphore(self.options.concurrency) if self.options.concurrency else None
         self._started = 0
         self._max_lag_s = 0.0
-        self.requests.to_table([])  # first use of pyarrow costs ~0.3 s: pay it before the run
+        self.requests.warm_up()  # first use of pyarrow costs ~0.3 s: pay it before the run
 
     # -- the run ---------------------------------------------------------------------------
     async def run(self, arrivals: Iterator[Arrival]) -> ReplayResult:
@@ -195,7 +195,9 @@ class Replay:
             await asyncio.sleep(period)
             for writer in (self.requests, self.sessions):
                 if writer.due():
-                    await asyncio.to_thread(writer.write_rows, writer.swap())
+                    table = await writer.to_table_async(writer.swap())
+                    if table.num_rows:
+                        await asyncio.to_thread(writer.write_part, table)  # pyarrow releases the GIL here
 
     # -- one session -----------------------------------------------------------------------
     async def _session(self, arrival: Arrival, at_s: float, index: int) -> None:
