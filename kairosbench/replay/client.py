@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -161,11 +161,9 @@ class StreamClient:
 
     async def __aenter__(self) -> "StreamClient":
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=False)
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream", "Accept-Encoding": "identity"}
-        headers.update(self._headers)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            headers=headers,
+            headers=dict(self._headers),
             timeout=aiohttp.ClientTimeout(total=self.timeouts.total_s, sock_connect=self.timeouts.connect_s),
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
@@ -286,7 +284,8 @@ class StreamClient:
 
     async def post_json(self, url: str, payload: dict[str, Any], *, timeout_s: float = 30.0) -> Any:
         try:
-            async with self.session.post(url, data=json.dumps(payload).encode(), timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            data = json.dumps(payload).encode()
+            async with self.session.post(url, data=data, headers={"Content-Type": "application/json"}, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 text = await resp.text()
                 if resp.status != 200:
                     raise EndpointError(f"POST {url}: HTTP {resp.status}: {_error_text(text)}")

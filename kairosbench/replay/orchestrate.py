@@ -180,7 +180,10 @@ async def run_from_config(
     if services is None:
         services = [] if config.endpoint else [emulator_service]
     ctx = RunContext(config=config, run_dir=run_dir, endpoints=list(config.endpoint), instance_endpoints=list(config.endpoint))
-    stats = LiveStats(sessions_total=len(workload.sessions) if config.arrival == "recorded" else config.max_sessions)
+    total = len(workload.sessions) if config.arrival == "recorded" else None
+    if config.max_sessions is not None:
+        total = min(total, config.max_sessions) if total is not None else config.max_sessions
+    stats = LiveStats(sessions_total=total)
     stats.extra_fields = ctx.live_fields
     log_handler = logging.FileHandler(run_dir / "run.log")
     log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -71,7 +71,7 @@ class LiveView:
         table = Table(title=f"{self.title} — {now - s.t0_mono:,.0f} s", show_header=False, box=None, padding=(0, 2))
         table.add_column(style="bold")
         table.add_column(justify="right")
-        total = f" / {s.sessions_total}" if s.sessions_total is not None else ""
+        total = f" of {s.sessions_total}" if s.sessions_total is not None else ""
         table.add_row("sessions arrived / active / done", f"{s.arrived}{total} / {s.active} / {s.completed + s.abandoned} ({s.abandoned} abandoned)")
         table.add_row("requests/s", f"{rps:,.1f}  ({s.requests:,} sent)")
         table.add_row("output tokens/s", f"{tps:,.0f}  ({s.output_tokens:,} total)")

@@ -36,8 +36,9 @@ from kairosbench.replay.endpoint import Endpoint
 from kairosbench.replay.flow import FlowOptions, SendTurn, TurnResult, Wait, agent_flow
 from kairosbench.replay.itl import itl_summary
 from kairosbench.replay.progress import LiveStats
-from kairosbench.replay.prompt import PromptFactory
+from kairosbench.replay.prompt import PromptFactory, SessionPrompt
 from kairosbench.replay.records import REQUEST_COLUMNS, SESSION_COLUMNS, PartWriter
+from kairosbench.workload.model import Session
 
 __all__ = ["ReplayOptions", "Replay", "ReplayResult"]
 
@@ -256,7 +257,7 @@ class Replay:
     async def _turn(
         self,
         step: SendTurn,
-        prompt,
+        prompt: SessionPrompt,
         endpoint: Endpoint,
         tally: _SessionTally,
         sid: str,
@@ -371,7 +372,7 @@ class Replay:
         self.stats.record_request(o.status == "ok", out_tokens, ttft_s)
         return out_tokens
 
-    def _record_session(self, session, sid: str, t: _SessionTally) -> None:
+    def _record_session(self, session: Session, sid: str, t: _SessionTally) -> None:
         llm_s = t.llm_time_ns / 1e9
         self.sessions.append(
             (

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from array import array
-from typing import Iterable, Sequence
+from typing import Sequence
 
 __all__ = ["WordPool", "COMMON_WORDS", "is_json_safe_word"]
 
