@@ -197,3 +197,15 @@ def test_public_api_is_exported() -> None:
     for name in gw.__all__:
         assert getattr(gw, name) is not None
     assert gw.AgentTracker is AgentTracker
+
+
+def test_kairos_caps_admit_new_agents_only_below_gamma() -> None:
+    t = tracker(1, "kairos")  # U_max 10,000: γ·U_max 9,000, β·U_max 9,500
+    t.set_caps(build_policy("kairos").decide(t.snapshot(0.0)).caps)
+    assert isinstance(t.turn_ready("a", 0, 8_900), Dispatch)  # empty instance
+    assert isinstance(t.turn_ready("b", 0, 50), Dispatch)  # U_k 8,900 < 9,000 (and 8,950 <= 9,500)
+    t.turn_finished("b", 1, ok=True, prompt_tokens=50, output_tokens=100)  # U_k 9,050 >= γ·U_max
+    h = t.turn_ready("c", 2, 10)
+    assert isinstance(h, Hold) and t.pending_count == 1
+    t.agent_done("b", 3)  # U_k 8,900 < γ·U_max again
+    assert [d.agent_id for d in t.release(3)] == ["c"]

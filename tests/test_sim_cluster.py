@@ -91,6 +91,7 @@ def test_sim_cli_compares_policies_and_writes_records(tmp_path: Path) -> None:
     res = CliRunner().invoke(sim, ["-w", str(wl), "-n", "2", "-p", "max", "-p", "kairos", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "avg power W" in res.output and "Δ vs max" in res.output and "kairos" in res.output
+    assert "Busy time at each effective SM clock" in res.output and "1980: " in res.output
     for name in ("max", "kairos"):
         for f in ("summary.json", "control.parquet", "requests.parquet", "sessions.parquet", "power.parquet"):
             assert (out / name / f).exists()

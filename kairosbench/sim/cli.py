@@ -26,7 +26,7 @@ from rich.table import Table
 
 from kairosbench.errors import UsageError
 
-__all__ = ["sim", "run_policies", "render_comparison", "render_sweep"]
+__all__ = ["sim", "run_policies", "render_comparison", "render_sweep", "render_clock_time"]
 
 DEFAULT_WORKLOAD = Path(__file__).resolve().parents[2] / "workloads" / "mixed-kairos.parquet"
 
@@ -150,6 +150,20 @@ def render_comparison(results: dict[str, dict[str, Any]], title: str, label: str
     return table
 
 
+def render_clock_time(results: dict[str, dict[str, Any]], top: int = 5) -> Table:
+    """Busy time at each effective SM clock, as shares, the largest first (per policy)."""
+    table = Table(title="Busy time at each effective SM clock (summed over instances)")
+    table.add_column("policy")
+    table.add_column("busy s", justify="right")
+    table.add_column(f"largest shares (MHz: %), top {top}")
+    for name, r in results.items():
+        t = {int(k): float(v) for k, v in (r.get("time_at_clock_s") or {}).items()}
+        total = sum(t.values())
+        shares = sorted(t.items(), key=lambda kv: -kv[1])[:top]
+        table.add_row(name, f"{total:.0f}", "  ".join(f"{f}: {100 * s / total:.0f}%" for f, s in shares) if total else "-")
+    return table
+
+
 SWEEP_COLUMNS = [c for c in COLUMNS if c[0] in ("avg_power_w", "energy_per_completed_agent_kj", "agent_tok_s_p5", "slo_attainment", "preemptions", "recomputed_tokens", "duration_s")]
 
 
@@ -226,6 +240,8 @@ def _run_and_show(specs: list[str], kw: dict[str, Any], title: str, names: list[
     heading = f"{title}: {workload.name} (time scale {kw['time_scale']:g}), {kw['instances']} x {kw['gpu']} / {kw['model']}, SLO {kw['slo_tok_s']:g} tok/s"
     console_out = Console() if Console().is_terminal else Console(width=140)
     console_out.print(render_sweep(shown, heading) if names else render_comparison(shown, heading))
+    if not names:
+        console_out.print(render_clock_time(shown))
     if out is not None:
         console_out.print(f"per-policy records in {out}")
     return results
