@@ -180,7 +180,7 @@ class KVCache:
         return None if h == _NO_HASH else h
 
     # ---- prefix cache ---------------------------------------------------------------------
-    def lookup(self, hashes: Sequence[int], max_blocks: int, hint: Sequence[int] | None = None) -> list[int]:
+    def lookup(self, hashes: Sequence[int], max_blocks: int, hint: Sequence[int] | np.ndarray | None = None) -> list[int]:
         """Blocks of the longest cached prefix of ``hashes[:max_blocks]`` (no side effects).
 
         ``hint``: blocks that probably hold that prefix (the agent's previous block table); they
@@ -191,7 +191,7 @@ class KVCache:
             return []
         out: list[int] = []
         m = 0
-        if hint:
+        if hint is not None and len(hint):
             k = min(n, len(hint))
             cand = np.asarray(hint[:k], dtype=np.int64)
             want = np.fromiter(islice(hashes, k), dtype=np.int64, count=k)

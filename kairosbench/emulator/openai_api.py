@@ -213,7 +213,7 @@ class ChunkFormat:
         return (self.first_head if first else self.head) + text.encode() + f'{close}"{finish_reason}"}}]{usage}}}\n\n'.encode()
 
     def usage_chunk(self, usage: Mapping[str, Any]) -> bytes:
-        obj = {
+        obj: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion.chunk" if self.kind == "chat" else "text_completion",
             "created": self.created,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+import numpy as np
 
 from kairosbench.emulator.kvcache import KVCache
 from kairosbench.emulator.request import EngineRequest, RequestState
@@ -32,7 +33,7 @@ from kairosbench.emulator.roofline import StepWork
 
 __all__ = ["Scheduler", "Batch", "SchedulerStats"]
 
-_STREAM_MEMORY = 65536  # agents remembered for re-prefill accounting (LRU)
+_STREAM_MEMORY = 16384  # agents remembered for re-prefill accounting and lookup hints (LRU)
 
 
 @dataclass(slots=True)
@@ -80,7 +81,7 @@ class Scheduler:
         self.running: list[EngineRequest] = []
         self.stats = SchedulerStats()
         # per agent: how far its context got on this engine, and the blocks that held it
-        self._stream_seen: OrderedDict[object, tuple[int, list[int]]] = OrderedDict()
+        self._stream_seen: OrderedDict[object, tuple[int, np.ndarray]] = OrderedDict()
 
     # ---- queue edits ----------------------------------------------------------------------
     def add(self, req: EngineRequest) -> None:
@@ -175,7 +176,7 @@ class Scheduler:
                 total = req.prompt_len + req.num_output
                 max_hit = (total - 1) // bs
                 prev = self._stream_seen.get(req.stream_key) if req.stream_key is not None else None
-                hint = req.hint_blocks or (prev[1] if prev else None)
+                hint = req.hint_blocks if req.hint_blocks is not None else (prev[1] if prev else None)
                 hit = kv.lookup(req.block_hashes, max_hit, hint)
                 req.hint_blocks = None
                 hit_tokens = len(hit) * bs
@@ -379,7 +380,7 @@ class Scheduler:
         prev = seen.get(key)
         pos = max(req.num_computed, req.max_computed)
         if prev is None or pos >= prev[0]:
-            seen[key] = (pos, req.blocks)
+            seen[key] = (pos, np.asarray(req.blocks, dtype=np.int32))  # 4 bytes a block, not ~36
             seen.move_to_end(key)
             if len(seen) > _STREAM_MEMORY:
                 seen.popitem(last=False)

@@ -369,12 +369,13 @@ class EmulatorServer:
         return [i.base_url for i in self.instances if i.base_url]
 
     async def start(self) -> list[str]:
-        # Everything built so far lives for the whole run: keep it out of GC passes, which
-        # otherwise stall the event loop (and the model clock) for tens of ms under load.
-        gc.collect()
-        gc.freeze()
         if self.gc_pacer is not None:
-            gc.disable()  # the drivers collect when the model clock has slack (GcPacer)
+            # A dedicated process: everything built so far lives for the whole run, so keep it
+            # out of GC passes, and let the drivers collect when the model clock has slack
+            # (GcPacer) instead of whenever an allocation count says so.
+            gc.collect()
+            gc.freeze()
+            gc.disable()
         try:
             for inst in self.instances:
                 inst.rt.start()
@@ -398,6 +399,7 @@ class EmulatorServer:
             await runner.cleanup()
         self._runners.clear()
         await asyncio.gather(*(inst.rt.stop() for inst in self.instances), return_exceptions=True)
-        if self.gc_pacer is not None and self._gc_was_enabled:
-            gc.enable()
-        gc.unfreeze()
+        if self.gc_pacer is not None:
+            gc.unfreeze()
+            if self._gc_was_enabled:
+                gc.enable()

@@ -299,7 +299,7 @@ class EngineSimulation:
         ecfg = replace(config.engine, trace_bin_s=config.series_bin_s, trace_keep_s=None)
         self.engines = engines or [Engine(config.gpu, config.model, ecfg, index=i) for i in range(config.n_instances)]
         clocks = config.clock_mhz
-        per = list(clocks) if isinstance(clocks, (list, tuple)) else [clocks] * len(self.engines)
+        per: list[int | None] = list(clocks) if isinstance(clocks, (list, tuple)) else [clocks] * len(self.engines)  # type: ignore[list-item]
         if len(per) != len(self.engines):
             raise ValueError(f"clock_mhz has {len(per)} entries for {len(self.engines)} instances")
         for eng, f in zip(self.engines, per):
