@@ -188,6 +188,18 @@ async def test_gpu_telemetry_and_clock_control(emu) -> None:  # type: ignore[no-
         assert r.status == 400
 
 
+async def test_power_limit_control(emu) -> None:  # type: ignore[no-untyped-def]
+    urls, s = emu
+    async with s.post(f"{urls[0]}/kairosbench/gpu/power_limit", json={"power_limit_w": 150}) as r:
+        assert r.status == 400 and (await r.json())["error"]["param"] == "power_limit_w"
+    async with s.post(f"{urls[0]}/kairosbench/gpu/power_limit", json={"power_limit_w": 450}) as r:
+        assert await r.json() == {"power_limit_w": 450.0}
+    async with s.get(f"{urls[0]}/kairosbench/gpu") as r:
+        assert (await r.json())["power_limit_w"] == 450.0
+    async with s.delete(f"{urls[0]}/kairosbench/gpu/power_limit") as r:
+        assert await r.json() == {"power_limit_w": 700.0}
+
+
 async def test_client_disconnect_frees_blocks(emu) -> None:  # type: ignore[no-untyped-def]
     urls, s = emu
     body = {"messages": [{"role": "user", "content": _words(2000)}], "max_tokens": 5000, "ignore_eos": True, "stream": True}

@@ -6,7 +6,8 @@ Routes (per instance, on its own port):
   or not; see ``openai_api`` for what is accepted.
 * ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (vLLM names, ``metrics.py``).
 * ``GET /kairosbench/gpu``, ``GET /kairosbench/gpu/samples?since_us=N``,
-  ``POST|DELETE /kairosbench/gpu/clocks``, ``GET /kairosbench/engine``, ``GET /kairosbench/lag``
+  ``POST|DELETE /kairosbench/gpu/clocks``, ``POST|DELETE /kairosbench/gpu/power_limit``,
+  ``GET /kairosbench/engine``, ``GET /kairosbench/lag``
   — the control/telemetry API documented in docs/emulator.md (others code against it).
 
 Prompt tokens are counted with ``kairosbench.tokenizer`` (chat: ``render_chat_words``; raw
@@ -106,6 +107,8 @@ class EmulatorInstance:
         r.add_get("/kairosbench/gpu/samples", self.gpu_samples)
         r.add_post("/kairosbench/gpu/clocks", self.lock_clocks)
         r.add_delete("/kairosbench/gpu/clocks", self.reset_clocks)
+        r.add_post("/kairosbench/gpu/power_limit", self.set_power_limit)
+        r.add_delete("/kairosbench/gpu/power_limit", self.reset_power_limit)
         r.add_get("/kairosbench/engine", self.engine_info)
         r.add_get("/kairosbench/lag", self.lag)
         return app
@@ -333,6 +336,25 @@ class EmulatorInstance:
     async def reset_clocks(self, request: web.Request) -> web.Response:
         self.rt.set_clock(None)
         return _json({"locked_clock_mhz": None})
+
+    async def set_power_limit(self, request: web.Request) -> web.Response:
+        """``nvmlDeviceSetPowerManagementLimit``: takes effect from the next step."""
+        try:
+            obj = load_json(await request.read())
+        except ApiError as exc:
+            return _json(exc.body(), exc.status)
+        w = obj.get("power_limit_w")
+        if isinstance(w, bool) or not isinstance(w, (int, float)):
+            return _error("body must be {\"power_limit_w\": <number>}", 400, "power_limit_w")
+        try:
+            self.engine.gpu.set_power_limit(float(w))
+        except ClockError as exc:
+            return _error(str(exc), 400, "power_limit_w")
+        return _json({"power_limit_w": self.engine.gpu.power_limit_w})
+
+    async def reset_power_limit(self, request: web.Request) -> web.Response:
+        self.engine.gpu.set_power_limit(self.engine.gpu_preset.power_limit_w)
+        return _json({"power_limit_w": self.engine.gpu.power_limit_w})
 
     async def engine_info(self, request: web.Request) -> web.Response:
         return _json(self.engine_dict())
