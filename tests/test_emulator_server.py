@@ -119,6 +119,14 @@ async def test_bad_requests_get_openai_errors(emu, path, body, status, param) ->
     assert err["param"] == param and err["message"]
 
 
+async def test_unknown_route_and_method_are_json_errors(emu) -> None:  # type: ignore[no-untyped-def]
+    urls, s = emu
+    async with s.get(f"{urls[0]}/v1/embeddings") as r:
+        assert r.status == 404 and (await r.json())["error"]["code"] == 404
+    async with s.get(f"{urls[0]}/v1/chat/completions") as r:
+        assert r.status == 405 and "error" in await r.json()
+
+
 async def test_models_health_and_metrics(emu) -> None:  # type: ignore[no-untyped-def]
     urls, s = emu
     async with s.get(f"{urls[0]}/v1/models") as r:

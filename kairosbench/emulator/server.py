@@ -81,6 +81,17 @@ def _error(message: str, status: int, param: str | None = None, type_: str = "in
     return _json(error_body(message, type_=type_, param=param, code=status), status)
 
 
+@web.middleware
+async def _openai_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Unknown routes, wrong methods and oversized bodies get OpenAI-shaped JSON errors too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(f"{exc.reason}: {request.method} {request.path}", exc.status, type_="invalid_request_error" if exc.status < 500 else "server_error")
+
+
 class EmulatorInstance:
     """One emulated GPU serving instance: engine, wall-clock driver and its aiohttp app."""
 
@@ -96,7 +107,7 @@ class EmulatorInstance:
         self.app = self._build_app()
 
     def _build_app(self) -> web.Application:
-        app = web.Application(client_max_size=256 * 1024**2)
+        app = web.Application(client_max_size=256 * 1024**2, middlewares=[_openai_errors])
         r = app.router
         r.add_post("/v1/chat/completions", self.chat)
         r.add_post("/v1/completions", self.completions)
