@@ -142,3 +142,11 @@ def test_time_scale_compresses_arrivals_and_tools() -> None:
     assert by[("s1", 0)].t_submit_s == pytest.approx(0.2)
     assert by[("s0", 1)].t_submit_s == pytest.approx(by[("s0", 0)].t_end_s + 0.15)
     assert not math.isinf(res.summary()["energy_per_completed_agent_kj"])
+
+
+def test_frames_have_one_row_per_record_with_units() -> None:
+    res = simulate(_workload(n=3), SimConfig(gpu="h100-sxm", model="llama-3.1-8b", duration_s=40.0))
+    f = res.frames()
+    assert len(f["requests"]) == len(res.requests) and {"ttft_s", "e2e_s", "cached_tokens", "recomputed_tokens"} <= set(f["requests"].columns)
+    assert len(f["sessions"]) == 3 and "output_tok_s" in f["sessions"].columns
+    assert {"power_w", "energy_j", "sm_clock_mhz", "busy_frac"} <= set(f["power"].columns)
