@@ -146,3 +146,20 @@ def test_locked_clock_slows_prefill_but_not_small_decode() -> None:
     p_lo, d_lo = run(990)
     assert p_lo > 1.3 * p_hi  # compute-bound: ~1/f (the power cap already held f_max back)
     assert d_lo < 1.1 * d_hi  # memory-bound decode barely moves
+
+
+def test_energy_counter_never_goes_back() -> None:
+    """NVML's energy counter is monotonic; the emulator's reading must be too (the profiler
+    treats a drop as a counter wrap or reset)."""
+    from kairosbench.emulator.gpu import EmulatedGpu
+    from kairosbench.emulator.presets import GPU_PRESETS
+
+    gpu = EmulatedGpu(GPU_PRESETS["h100-sxm"])
+    last = -1
+    t = 0.0
+    for i in range(3000):
+        t += 0.013 + (i % 7) * 0.003
+        gpu.fill_idle(t)
+        mj = int(gpu.reading(t).energy_j * 1000.0)
+        assert mj >= last
+        last = mj

@@ -218,6 +218,9 @@ class EmulatedGpu:
         self._temp_t = 0.0
         self.time_at_clock_s: dict[int, float] = {}
         self._cap_credit_j = 0.0
+        # The energy counter a reading reports never goes back, as NVML's doesn't: the trace's
+        # energy_before() is a float difference whose rounding can dip by ~1 mJ.
+        self._energy_floor_j = 0.0
 
     # ---- clock control (NVML semantics) -----------------------------------------------------
     def lock_clock(self, f_mhz: int, t_s: float, *, immediate: bool = False) -> None:
@@ -442,11 +445,13 @@ class EmulatedGpu:
         mem_util = 100.0 * avg[3] / avg[5] if avg[5] > 0 else 0.0
         reasons = last[4] if last[5] > 0 else THROTTLE_GPU_IDLE
         self._update_temp(g_s, power_avg_w)
+        energy_j = max(tr.energy_before(k_grid), self._energy_floor_j)
+        self._energy_floor_j = energy_j
         return GpuReading(
             t_s=g_s,
             power_w=power_w,
             power_avg_w=power_avg_w,
-            energy_j=tr.energy_before(k_grid),
+            energy_j=energy_j,
             sm_clock_mhz=clock,
             gpu_util_pct=util,
             mem_util_pct=mem_util,
