@@ -220,3 +220,11 @@ async def test_connect_refused_and_total_timeout() -> None:
         pool.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("parts", [[b"a\r\nb", b"\r\n\r\n", b"3\r\nabc"], [b"data: {}\r\n\r\n"] * 3, [b"x" * 300, b"\r\n"]])
+async def test_crlf_inside_chunk_data(parts: list[bytes]) -> None:
+    raw = RESPONSE_HEAD + chunked(parts)
+    for cuts in ([], [len(RESPONSE_HEAD)], [len(RESPONSE_HEAD) + 4, len(raw) - 3]):
+        sink, done, _ = await feed(raw, cuts)
+        assert done.exception() is None and sink.body == b"".join(parts)

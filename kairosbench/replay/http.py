@@ -235,6 +235,8 @@ class _Connection(asyncio.Protocol):
         # one that splits a chunk); the state machine below picks up any partial tail.
         buf = self._cbuf + data if self._cbuf else data
         self._cbuf = b""
+        if self._chunk_state == 0 and buf.endswith(b"\r\n") and self._whole_chunks(buf, sink, t_ns):
+            return
         out: list[bytes] = []
         pos, n = 0, len(buf)
         if self._chunk_state == 0:
@@ -303,6 +305,36 @@ class _Connection(asyncio.Protocol):
                 pos = eol + 2
         if out:
             sink.on_body(out[0] if len(out) == 1 else b"".join(out), t_ns)
+
+
+    def _whole_chunks(self, buf: bytes, sink: ResponseSink, t_ns: int) -> bool:
+        """The read is whole chunks (maybe ending with the last-chunk marker): decode in bulk.
+
+        ``"h1\r\nd1\r\nh2\r\nd2\r\n"`` split on CRLF alternates sizes and data whenever
+        no data holds a CRLF (SSE bodies use bare LF); checking every size against its data
+        proves the framing. Anything else (CRLF in data, extensions, trailers, a partial
+        chunk) returns False and the byte-wise path below handles it.
+        """
+        parts = buf[:-2].split(b"\r\n")
+        if len(parts) % 2:
+            return False
+        datas = parts[1::2]
+        try:
+            sizes = [int(h, 16) for h in parts[0::2]]
+        except ValueError:
+            return False
+        if sizes != [len(d) for d in datas]:
+            return False
+        last = sizes[-1] == 0
+        if 0 in (sizes[:-1] if last else sizes):
+            return False
+        if last:
+            datas.pop()
+        if datas:
+            sink.on_body(datas[0] if len(datas) == 1 else b"".join(datas), t_ns)
+        if last:
+            self._finish(t_ns)
+        return True
 
 
 class HTTPPool:
