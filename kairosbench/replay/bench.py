@@ -200,7 +200,7 @@ def build_costs(context_tokens: int, turns: int = 8, grow: int = 512) -> dict[st
         t0 = time.process_time()
         for t in range(turns):
             prep = await sp.prepare(t)
-            endpoint.body(prep.messages, 64, b'"b"')
+            prep.body(endpoint, 64, b'"b"')
             await sp.add_reply(reply, None)
         return (time.process_time() - t0) / turns * 1e3
 

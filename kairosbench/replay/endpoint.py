@@ -76,7 +76,7 @@ class Endpoint:
             head += b',"stream_options":' + json.dumps(self._stream_options, separators=(",", ":")).encode()
         self._head = head + self._extra + b',"max_tokens":'
 
-    def body(self, messages: bytes, max_tokens: int, user_json: bytes) -> bytes:
+    def body(self, messages: bytes | memoryview, max_tokens: int, user_json: bytes) -> bytes:
         """The request body: ``user_json`` is the JSON-encoded session id (with quotes)."""
         n = str(max_tokens).encode()
         if self.eos_control == "ignore_eos":

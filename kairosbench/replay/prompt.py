@@ -36,6 +36,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from kairosbench.replay.endpoint import Endpoint
 from kairosbench.replay.tokens import TokenModel
 from kairosbench.replay.wordpool import WordPool
 from kairosbench.workload.model import Session, Turn
@@ -56,12 +57,31 @@ class PromptSettings:
 
 @dataclass(frozen=True, slots=True)
 class PreparedTurn:
-    """A turn ready to send: the messages array body and our count of its prompt tokens."""
+    """A turn ready to send: the session's messages up to ``length`` and our prompt count.
+
+    It refers to the session's buffer instead of copying it (at 100k tokens a copy per
+    session would double the memory held through every tool wait); the messages cannot
+    change before the turn is sent, because only a reply appends after them.
+    """
 
     turn_index: int
-    messages: bytes
+    source: bytearray
+    length: int
     prompt_tokens_sent: int  # our count, including the usage-feedback offset
     target_prompt_tokens: int
+
+    @property
+    def messages(self) -> bytes:
+        """A copy of the messages array body (tests, diagnostics)."""
+        return bytes(self.source[: self.length])
+
+    def body(self, endpoint: "Endpoint", max_tokens: int, user_json: bytes) -> bytes:
+        """The request body, built from a view of the buffer (one copy, into the body)."""
+        view = memoryview(self.source)
+        try:
+            return endpoint.body(view[: self.length], max_tokens, user_json)
+        finally:
+            view.release()
 
 
 def _message(role: bytes, content: bytes) -> bytes:
@@ -135,7 +155,7 @@ class SessionPrompt:
             content, tokens = await self._synth(budget)
             self._append(b"user", content, tokens)
         sent = self.context_tokens + self.model.generation_overhead + self.offset
-        self._prepared = PreparedTurn(turn_index, bytes(self.messages), sent, target)
+        self._prepared = PreparedTurn(turn_index, self.messages, len(self.messages), sent, target)
         self._prepared_context = self.context_tokens
         return self._prepared
 

@@ -275,7 +275,7 @@ class Replay:
         count_words = prompt.model.words_are_tokens
         while True:
             eos_control = endpoint.eos_control
-            body = endpoint.body(prepared.messages, step.max_tokens, user_json)
+            body = prepared.body(endpoint, step.max_tokens, user_json)
             outcome = StreamOutcome()
             try:
                 await self.client.stream(endpoint.chat_url, body, headers, outcome, count_words=count_words)
