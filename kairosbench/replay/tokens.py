@@ -140,13 +140,16 @@ class HFTokenModel(TokenModel):
         """Vocabulary entries that add exactly one token after a space in running text."""
         vocab = sorted(self._tok.get_vocab().items(), key=lambda kv: kv[1])
         candidates: list[str] = []
+        # BPE/SentencePiece vocabularies mark a word start (Ġ, ▁); word-level and WordPiece
+        # ones store bare words. Take both; the encode check below keeps only true one-token words.
         for token, _ in vocab:
+            word = token
             for marker in ("Ġ", "▁"):
                 if token.startswith(marker):
                     word = token[len(marker) :]
-                    if 2 <= len(word) <= 12 and word.isascii() and word.isalpha():
-                        candidates.append(word)
                     break
+            if 2 <= len(word) <= 12 and word.isascii() and word.isalnum() and word[0].isalpha():
+                candidates.append(word)
         candidates = list(dict.fromkeys(candidates))
         anchor = "x"
         base = self._n(anchor)
