@@ -104,7 +104,9 @@ _TERM = re.compile(r"^\s*([a-z][a-z0-9_-]*)\s*(?::\s*([^()\s]+))?\s*(?:\((.*)\))
 
 def _split_top(text: str) -> list[str]:
     """Split on commas outside parentheses."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "(":
             depth += 1

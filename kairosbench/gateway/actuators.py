@@ -21,6 +21,7 @@ which logs what it would have set.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 from typing import Any
@@ -168,7 +169,7 @@ class NvmlClockActuator(ClockActuator):
             )
         super().__init__(str(gpu_index), state)
         if nvml is None:
-            import pynvml as nvml  # noqa: PLC0415 - only on the opt-in path
+            nvml = importlib.import_module("pynvml")  # only on the opt-in path
         self._nvml = nvml
         self.gpu_index = gpu_index
         from kairosbench.profiler.nvml_errors import translate  # noqa: PLC0415

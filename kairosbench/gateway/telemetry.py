@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 from typing import Any
 
 from kairosbench.errors import TelemetryError, UsageError
@@ -137,7 +138,7 @@ class NvmlReader:
         from kairosbench.profiler.nvml_errors import translate  # noqa: PLC0415
 
         if nvml is None:
-            import pynvml as nvml  # noqa: PLC0415
+            nvml = importlib.import_module("pynvml")
         self._nvml, self._translate, self.gpu_index = nvml, translate, gpu_index
         with translate("nvmlInit", gpu=gpu_index):
             nvml.nvmlInit()
@@ -199,7 +200,7 @@ def metrics_telemetry(text: str, *, kv_capacity_tokens: int = 0) -> InstanceTele
         kv_usage_frac=float(row.get("kv_usage_frac", 0.0)),
         num_running=int(row.get("num_running", 0)),
         num_waiting=int(row.get("num_waiting", 0)),
-        preemptions_total=int(row.get("preemptions_total", row.get("retracted_reqs", 0))),
+        preemptions_total=int(row.get("preemptions_total") or row.get("retracted_reqs") or 0),
         prefix_queries_tokens=int(row.get("prefix_queries_tokens", 0)),
         prefix_hits_tokens=int(row.get("prefix_hits_tokens", 0)),
         ok=True,

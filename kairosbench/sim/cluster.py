@@ -61,6 +61,11 @@ class ClusterResult:
         return dict(sorted(self.sim.time_at_clock_s.items()))
 
 
+def _count(value: object) -> int:
+    """An engine_info counter (typed ``object`` there) as an int."""
+    return int(value)  # type: ignore[call-overload]
+
+
 def _pct(xs: list[float], q: float) -> float:
     k = min(len(xs) - 1, max(0, int(math.floor(q * (len(xs) - 1) + 0.5))))
     return float(xs[k])
@@ -173,14 +178,14 @@ class ClusterSimulation(EngineSimulation):
             sm_clock_mhz=float(r.sm_clock_mhz),
             locked_clock_mhz=eng.gpu.locked_clock_mhz,
             power_w=r.power_w,
-            kv_capacity_tokens=int(info["kv_capacity_tokens"]),  # type: ignore[arg-type]
+            kv_capacity_tokens=_count(info["kv_capacity_tokens"]),
             kv_usage_frac=eng.kv_usage,
             num_running=eng.num_running,
             num_waiting=eng.num_waiting,
-            preemptions_total=int(info["preemptions_total"]),  # type: ignore[arg-type]
-            prefix_queries_tokens=int(info["prefix_queries_tokens"]),  # type: ignore[arg-type]
-            prefix_hits_tokens=int(info["prefix_hits_tokens"]),  # type: ignore[arg-type]
-            recomputed_tokens_total=int(info["recomputed_tokens_total"]),  # type: ignore[arg-type]
+            preemptions_total=_count(info["preemptions_total"]),
+            prefix_queries_tokens=_count(info["prefix_queries_tokens"]),
+            prefix_hits_tokens=_count(info["prefix_hits_tokens"]),
+            recomputed_tokens_total=_count(info["recomputed_tokens_total"]),
             gpu_util_frac=r.gpu_util_pct / 100.0,
             power_limit_w=eng.gpu.power_limit_w,
             energy_j=r.energy_j,
@@ -194,10 +199,10 @@ class ClusterSimulation(EngineSimulation):
         self.tracker.set_caps(actions.caps)
         applied: dict[str, tuple[bool, str | None, str]] = {}
         for sc in actions.clocks:
-            k = self._index.get(sc.instance_id)
-            if k is None:
+            idx = self._index.get(sc.instance_id)
+            if idx is None:
                 continue
-            eng = self.engines[k]
+            eng = self.engines[idx]
             changed = eng.gpu.locked_clock_mhz != sc.sm_clock_mhz
             if changed:
                 eng.set_clock(sc.sm_clock_mhz, t, immediate=immediate)
