@@ -192,3 +192,18 @@ async def test_hf_tokenizer_directory(tmp_path: Path) -> None:
         real = len(tok.encode(rendered, add_special_tokens=False).ids)
         assert abs(real - targets[i]) <= 3, (real, targets[i])
         await sp.add_reply(b" ".join(w.encode() for w in COMMON_WORDS[:50]), real)
+
+
+async def test_word_level_tokenizer_directory(tmp_path: Path) -> None:
+    """Word-level vocabularies have no word-start marker (Ġ, ▁): bare words must be usable."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[UNK]": 0, "<|im_start|>": 1, "<|im_end|>": 2} | {f"w{i}": i + 3 for i in range(400)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    template = "{% for m in messages %}<|im_start|> {{ m.role }} {{ m.content }} <|im_end|> {% endfor %}{% if add_generation_prompt %}<|im_start|> assistant {% endif %}"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    model = HFTokenModel(tmp_path)
+    assert len(model.vocabulary()) >= 50 and all(w.startswith("w") for w in model.vocabulary())
+    assert model.template_found and model.message_overhead == 3 and model.generation_overhead == 2
