@@ -168,3 +168,26 @@ async def test_state_route_and_agent_delete(tmp_path: Path) -> None:
                 state = await r.json()
     assert state["live_agents"] == 1 and state["counters"]["agents_done"] == 1
     assert json.loads((tmp_path / "gateway.json").read_text())["policy"] == "least-loaded"
+
+
+async def test_upstream_dying_mid_stream_resets_the_client_and_is_recorded(tmp_path: Path) -> None:
+    async with running_loopback(1) as (urls, _):
+        async with running_gateway(urls, "max", tmp_path, epoch_s=0.05) as gw, aiohttp.ClientSession() as s:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with s.post(gw + "/v1/chat/completions", json=chat(3, 10, kairosbench_break_after=3), headers={"X-Kairosbench-Agent": "z"}) as r:
+                    assert r.status == 200
+                    await r.read()
+            # the agent can go on: the next turn works
+            async with s.post(gw + "/v1/chat/completions", json=chat(3, 2), headers={"X-Kairosbench-Agent": "z"}) as r:
+                assert r.status == 200 and (await r.text()).count('"delta"') == 2
+    rows = pd.read_parquet(tmp_path / "gateway.parquet")
+    assert "upstream stream broke" in rows["error"].iloc[0] and not rows["ok"].iloc[0] and rows["ok"].iloc[1]
+
+
+async def test_upstream_error_status_passes_through(tmp_path: Path) -> None:
+    async with running_loopback(1) as (urls, _):
+        async with running_gateway(urls, "max", tmp_path, epoch_s=0.05) as gw, aiohttp.ClientSession() as s:
+            async with s.post(gw + "/v1/chat/completions", data=b"{not json", headers={"X-Kairosbench-Agent": "e", "Content-Type": "application/json"}) as r:
+                assert r.status == 500
+    rows = pd.read_parquet(tmp_path / "gateway.parquet")
+    assert rows["http_status"].iloc[0] == 500 and rows["error"].iloc[0] == "upstream HTTP 500"

@@ -3,7 +3,8 @@
 A real implementation of the upstream interface the gateway talks to, for the gateway's
 tests and for ``kairosbench bench gateway`` (where the upstream must cost as little CPU as
 possible so the measurement is the gateway's). Not the emulator: no engine model, no power
-model; each request streams ``max_tokens`` tokens (default 16), ``token_delay_s`` apart.
+model; each request streams ``max_tokens`` tokens (default 16), ``token_delay_s`` apart
+(a body field ``kairosbench_break_after: N`` drops the connection after N tokens, for tests).
 
 It also answers the emulator's clock/telemetry routes (``GET /kairosbench/gpu``,
 ``POST``/``DELETE /kairosbench/gpu/clocks``, ``GET /kairosbench/engine``) with the same JSON
@@ -79,9 +80,14 @@ class LoopbackUpstream:
         try:
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
             await resp.prepare(request)
-            for _ in range(n):
+            break_after = body.get("kairosbench_break_after")  # test hook: die mid-stream
+            for i in range(n):
                 if self.token_delay_s:
                     await asyncio.sleep(self.token_delay_s)
+                if break_after is not None and i >= int(break_after):
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return resp
                 await resp.write(self._chunk)
             if (body.get("stream_options") or {}).get("include_usage"):
                 await resp.write(b"data: " + json.dumps({"id": "lb", "object": "chat.completion.chunk", "choices": [], "usage": usage}).encode() + b"\n\n")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from itertools import count
 from typing import Any, Callable
 
@@ -37,6 +38,7 @@ from aiohttp import web
 
 from kairosbench.clock import now_ns
 from kairosbench.gateway.control_log import RequestLog
+from kairosbench.replay.http import HTTPPool, ResponseSink, Target
 from kairosbench.gateway.control_loop import GatewayInstance
 from kairosbench.gateway.tracker import AgentTracker, Dispatch, Hold
 
@@ -59,6 +61,7 @@ FINAL_HEADER = "X-Kairosbench-Final"
 PROMPT_TOKENS_HEADER = "X-Kairosbench-Prompt-Tokens"
 CHARS_PER_TOKEN = 4.0
 
+_HOP_RESPONSE = frozenset(("connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "upgrade", "trailers"))
 _HOP = frozenset(
     h.lower()
     for h in ("Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailers", "Transfer-Encoding", "Upgrade", "Host", "Content-Length")
@@ -139,6 +142,65 @@ class ContextEstimator:
         self._last.pop(agent_id, None)
 
 
+MAX_CLIENT_BUFFER_BYTES = 8 << 20  # a client this far behind is dropped (its upstream request too)
+_MONO_TO_RUN_NS = now_ns() - time.monotonic_ns()
+
+
+class _RelaySink(ResponseSink):
+    """Receives the upstream response inside the upstream connection's ``data_received``.
+
+    Until the client's response is under way (headers and the first bytes sent through
+    aiohttp), body bytes wait in ``pending``; from then on each piece is framed as one HTTP
+    chunk and written straight to the client's transport, with no task switch per chunk.
+    """
+
+    __slots__ = ("scanner", "status", "headers", "streaming", "started", "got_data", "pending", "body", "transport", "task", "gone", "first_ns")
+
+    def __init__(self, scanner: UsageScanner, loop: asyncio.AbstractEventLoop) -> None:
+        self.scanner = scanner
+        self.status = 0
+        self.headers: dict[bytes, bytes] = {}
+        self.streaming = False
+        self.started: asyncio.Future[None] = loop.create_future()  # status line and headers in
+        self.got_data: asyncio.Future[None] = loop.create_future()  # first body bytes in
+        self.pending: list[bytes] = []
+        self.body: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Future[None] | None = None
+        self.gone = False
+        self.first_ns: int | None = None
+
+    def on_status(self, status: int, headers: dict[bytes, bytes]) -> None:
+        self.status, self.headers = status, headers
+        self.streaming = headers.get(b"content-type", b"").startswith(b"text/event-stream")
+        if not self.started.done():
+            self.started.set_result(None)
+
+    def on_body(self, data: bytes, t_ns: int) -> None:
+        if self.first_ns is None:
+            self.first_ns = t_ns
+        if not self.streaming:
+            self.body.append(data)
+            return
+        self.scanner.feed(data)
+        tr = self.transport
+        if tr is None:
+            self.pending.append(data)
+            if not self.got_data.done():
+                self.got_data.set_result(None)
+            return
+        if tr.is_closing() or tr.get_write_buffer_size() > MAX_CLIENT_BUFFER_BYTES:
+            if not self.gone and self.task is not None:
+                self.gone = True
+                self.task.cancel()  # aborts the upstream connection: the engine frees the request
+            return
+        tr.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+    def on_end(self, t_ns: int) -> None:
+        if not self.got_data.done():
+            self.got_data.set_result(None)
+
+
 def _error(status: int, message: str, kind: str = "gateway_error") -> web.Response:
     return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": status}}, status=status)
 
@@ -165,7 +227,9 @@ class GatewayProxy:
         self._waiters: dict[str, list[asyncio.Future[Dispatch]]] = {}
         self._anon = count()
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=upstream_read_timeout_s)
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # the few non-streaming GETs
+        self._pool: HTTPPool | None = None  # every proxied POST (see _forward)
+        self._targets = {i.instance_id: Target.parse(i.root + "/") for i in instances}
         self._describe = describe
         self.closing = False
         self.inflight = 0
@@ -184,6 +248,7 @@ class GatewayProxy:
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=None, enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False, trust_env=False)
+        self._pool = HTTPPool(connect_timeout_s=10.0, clock_offset_ns=_MONO_TO_RUN_NS)
 
     async def close(self) -> None:
         """Fail every request still held (503), then close upstream connections."""
@@ -193,6 +258,9 @@ class GatewayProxy:
                 if not fut.done():
                     fut.set_exception(GatewayClosing())
         self._waiters.clear()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -272,53 +340,90 @@ class GatewayProxy:
             self.inflight -= 1
             self._finish(agent_id, source, request, len(body), scanner, row)
 
+    def _head(self, request: web.Request, target: Target, body_len: int) -> bytes:
+        """The upstream request head: the client's method, path and headers (hop-by-hop ones
+        dropped; identity encoding asked for, so usage stays readable in the stream)."""
+        lines = [f"{request.method} {request.rel_url.raw_path_qs} HTTP/1.1".encode("latin-1"), b"Host: " + target.host_header]
+        for k, v in request.headers.items():
+            lk = k.lower()
+            if lk in _HOP or lk == "accept-encoding":
+                continue
+            lines.append(k.encode("latin-1") + b": " + v.encode("latin-1", "replace"))
+        lines.append(b"Accept-Encoding: identity")
+        lines.append(b"Content-Length: %d" % body_len)
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
     async def _forward(self, request: web.Request, body: bytes, inst: GatewayInstance, scanner: UsageScanner, row: dict[str, Any]) -> web.StreamResponse:
-        assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-        url = inst.root + request.rel_url.path_qs
+        """Send the request upstream and relay the answer (see ``_RelaySink``)."""
+        assert self._pool is not None
+        target = self._targets[inst.instance_id]
+        loop = asyncio.get_running_loop()
+        sink = _RelaySink(scanner, loop)
+        task = sink.task = asyncio.ensure_future(self._pool.request(target, self._head(request, target, len(body)), body, sink))
+        prepared: web.StreamResponse | None = None
         try:
-            async with self._session.request(request.method, url, data=body, headers=headers) as up:
-                row["http_status"] = up.status
-                if not up.headers.get("Content-Type", "").startswith("text/event-stream"):
-                    data = await up.read()
-                    row["t_first_byte_ns"] = now_ns()
-                    if up.status == 200:
-                        try:
-                            usage = json.loads(data).get("usage") or {}
-                            scanner.prompt_tokens = usage.get("prompt_tokens")
-                            scanner.completion_tokens = usage.get("completion_tokens")
-                        except (ValueError, AttributeError):
-                            pass
-                        row["ok"] = True
-                    else:
-                        row["error"] = f"upstream HTTP {up.status}"
-                    out_headers = {k: v for k, v in up.headers.items() if k.lower() not in _HOP}
-                    return web.Response(body=data, status=up.status, headers=out_headers)
-                resp = web.StreamResponse(status=up.status, reason=up.reason)
-                for k, v in up.headers.items():
-                    if k.lower() not in _HOP:
-                        resp.headers[k] = v
-                await resp.prepare(request)
-                first = True
-                try:
-                    async for chunk in up.content.iter_any():
-                        if first:
-                            row["t_first_byte_ns"] = now_ns()
-                            first = False
-                        scanner.feed(chunk)
-                        await resp.write(chunk)
-                    await resp.write_eof()
-                except (ConnectionResetError, aiohttp.ClientConnectionResetError) as exc:
-                    row["error"] = f"client went away: {exc.__class__.__name__}"
-                    return resp
-                except (aiohttp.ClientPayloadError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    row["error"] = f"upstream stream broke: {exc.__class__.__name__}: {exc}"
-                    return resp
-                row["ok"] = up.status == 200
-                if up.status != 200:
-                    row["error"] = f"upstream HTTP {up.status}"
+            await asyncio.wait((sink.started, task), return_when=asyncio.FIRST_COMPLETED)
+            if not sink.started.done():
+                task.result()  # failed before any response: raises
+            row["http_status"] = sink.status
+            out_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in sink.headers.items() if k.decode("latin-1") not in _HOP_RESPONSE}
+            if not sink.streaming:
+                await task
+                data = b"".join(sink.body)
+                row["t_first_byte_ns"] = sink.first_ns
+                if sink.status == 200:
+                    try:
+                        usage = json.loads(data).get("usage") or {}
+                        scanner.prompt_tokens = usage.get("prompt_tokens")
+                        scanner.completion_tokens = usage.get("completion_tokens")
+                    except (ValueError, AttributeError):
+                        pass
+                    row["ok"] = True
+                else:
+                    row["error"] = f"upstream HTTP {sink.status}"
+                return web.Response(body=data, status=sink.status, headers=out_headers)
+            resp = web.StreamResponse(status=sink.status, headers=out_headers)
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            prepared = resp
+            await asyncio.wait((sink.got_data, task), return_when=asyncio.FIRST_COMPLETED)
+            row["t_first_byte_ns"] = sink.first_ns
+            first, sink.pending = b"".join(sink.pending), []
+            await resp.write(first)  # headers and the first bytes through aiohttp ...
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                sink.gone = True
+                task.cancel()
+            else:
+                rest, sink.pending = b"".join(sink.pending), []  # ... then straight to the socket
+                if rest:
+                    transport.write(b"%x\r\n%b\r\n" % (len(rest), rest))
+                sink.transport = transport  # type: ignore[assignment]
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not sink.gone or (current is not None and current.cancelling()):
+                    raise
+            if sink.gone:
+                row["error"] = "client went away"
                 return resp
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            await resp.write_eof()
+            row["ok"] = sink.status == 200
+            if sink.status != 200:
+                row["error"] = f"upstream HTTP {sink.status}"
+            return resp
+        except (ConnectionError, OSError, ValueError, asyncio.TimeoutError) as exc:
+            if not task.done():
+                task.cancel()
+            if sink.started.done() and sink.streaming:
+                # mid-stream: the status is sent; break the client's connection so it sees a reset
+                row["error"] = f"upstream stream broke: {exc.__class__.__name__}: {exc}"
+                if request.transport is not None:
+                    request.transport.abort()
+                if prepared is not None:
+                    return prepared
+                raise
             row["error"] = f"upstream {inst.endpoint} unreachable: {exc.__class__.__name__}: {exc}"
             row["http_status"] = 502
             return _error(502, f"kairosbench gateway: upstream {inst.endpoint} failed: {exc.__class__.__name__}", "upstream_error")
