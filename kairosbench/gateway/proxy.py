@@ -215,7 +215,7 @@ class GatewayProxy:
         *,
         run_clock_s: Callable[[], float],
         request_log: RequestLog | None = None,
-        upstream_read_timeout_s: float = 600.0,
+        upstream_timeout_s: float = 1800.0,
         describe: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.tracker = tracker
@@ -226,7 +226,8 @@ class GatewayProxy:
         self.estimator = ContextEstimator()
         self._waiters: dict[str, list[asyncio.Future[Dispatch]]] = {}
         self._anon = count()
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=upstream_read_timeout_s)
+        self._timeout = aiohttp.ClientTimeout(total=60.0, sock_connect=10.0)  # the passthrough GETs
+        self.upstream_timeout_s = upstream_timeout_s  # a whole proxied request (the load generator's default total)
         self._session: aiohttp.ClientSession | None = None  # the few non-streaming GETs
         self._pool: HTTPPool | None = None  # every proxied POST (see _forward)
         self._targets = {i.instance_id: Target.parse(i.root + "/") for i in instances}
@@ -359,7 +360,8 @@ class GatewayProxy:
         target = self._targets[inst.instance_id]
         loop = asyncio.get_running_loop()
         sink = _RelaySink(scanner, loop)
-        task = sink.task = asyncio.ensure_future(self._pool.request(target, self._head(request, target, len(body)), body, sink))
+        head = self._head(request, target, len(body))
+        task = sink.task = asyncio.ensure_future(self._pool.request(target, head, body, sink, timeout_s=self.upstream_timeout_s))
         prepared: web.StreamResponse | None = None
         try:
             await asyncio.wait((sink.started, task), return_when=asyncio.FIRST_COMPLETED)
