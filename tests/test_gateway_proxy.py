@@ -12,7 +12,8 @@ import pytest
 
 from kairosbench.gateway.launch import running_gateway
 from kairosbench.gateway.loopback import running_loopback
-from kairosbench.gateway.proxy import ContextEstimator, UsageScanner
+from kairosbench.gateway.identity import ContextEstimator
+from kairosbench.gateway.relay import UsageScanner
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,6 +12,7 @@ Units are in the column names (``_mhz``, ``_w``, ``_j``, ``_s``, ``_ns``, ``_tok
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -97,8 +98,9 @@ class _Log:
 
     ``append`` only extends a list (microseconds, safe on the request path). ``flush_async``
     swaps the list out and converts + appends it to the journal in a worker thread, so a
-    flush of a thousand rows never stalls streaming; the journal itself is touched by one
-    flush at a time (a lock) and by ``close``.
+    flush of a thousand rows never stalls streaming. The journal is touched under a thread
+    lock, so ``close`` waits for a flush still running in its thread (a cancelled
+    ``flush_async`` does not stop the thread it started).
     """
 
     schema: pa.Schema
@@ -110,13 +112,15 @@ class _Log:
         self.journal = TableJournal(self.path, self.schema, meta)
         self._rows: list[dict[str, Any]] = []
         self._lock = asyncio.Lock()
+        self._journal_lock = threading.Lock()
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
         self._rows.extend(rows)
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        self.journal.append(rows)
-        self.journal.flush()
+        with self._journal_lock:
+            self.journal.append(rows)
+            self.journal.flush()
 
     def flush(self) -> None:
         """Synchronous flush (simulator, shutdown)."""
@@ -134,7 +138,8 @@ class _Log:
 
     def close(self, extra_meta: dict[str, Any] | None = None) -> Path:
         self.flush()
-        return self.journal.close(extra_meta)
+        with self._journal_lock:
+            return self.journal.close(extra_meta)
 
 
 class ControlLog(_Log):

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from itertools import count
 from typing import Any, Callable
 
@@ -38,167 +37,18 @@ from aiohttp import web
 
 from kairosbench.clock import now_ns
 from kairosbench.gateway.control_log import RequestLog
-from kairosbench.replay.http import HTTPPool, ResponseSink, Target
 from kairosbench.gateway.control_loop import GatewayInstance
+from kairosbench.gateway.identity import AGENT_HEADER, FINAL_HEADER, PROMPT_TOKENS_HEADER, TURN_HEADER, ContextEstimator
+from kairosbench.gateway.relay import HOP_HEADERS, HOP_RESPONSE_HEADERS, MONO_TO_RUN_NS, RelaySink, UsageScanner, upstream_head
 from kairosbench.gateway.tracker import AgentTracker, Dispatch, Hold
+from kairosbench.replay.http import HTTPPool, Target
 
-__all__ = [
-    "AGENT_HEADER",
-    "TURN_HEADER",
-    "FINAL_HEADER",
-    "PROMPT_TOKENS_HEADER",
-    "CHARS_PER_TOKEN",
-    "UsageScanner",
-    "ContextEstimator",
-    "GatewayProxy",
-]
+__all__ = ["GatewayProxy", "GatewayClosing"]
 
 log = logging.getLogger("kairosbench.gateway")
 
-AGENT_HEADER = "X-Kairosbench-Agent"
-TURN_HEADER = "X-Kairosbench-Turn"
-FINAL_HEADER = "X-Kairosbench-Final"
-PROMPT_TOKENS_HEADER = "X-Kairosbench-Prompt-Tokens"
-CHARS_PER_TOKEN = 4.0
-
-_HOP_RESPONSE = frozenset(("connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "upgrade", "trailers"))
-_HOP = frozenset(
-    h.lower()
-    for h in ("Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailers", "Transfer-Encoding", "Upgrade", "Host", "Content-Length")
-)
-
-
 class GatewayClosing(Exception):
     """Set on held requests' futures when the gateway stops before releasing them."""
-
-
-class UsageScanner:
-    """Finds the OpenAI ``usage`` object in an SSE stream fed chunk by chunk (cheap per chunk).
-
-    Only complete lines are inspected, and only those containing ``"usage"`` are parsed as
-    JSON, so a chunk costs one ``rfind`` and one substring search. Without a usage chunk
-    (the client did not ask for ``stream_options.include_usage``), ``choice_events`` counts
-    events carrying choices, an approximation of output tokens (one token per event in vLLM).
-    """
-
-    __slots__ = ("_tail", "prompt_tokens", "completion_tokens", "choice_events")
-
-    def __init__(self) -> None:
-        self._tail = b""
-        self.prompt_tokens: int | None = None
-        self.completion_tokens: int | None = None
-        self.choice_events = 0
-
-    def feed(self, chunk: bytes) -> None:
-        data = self._tail + chunk if self._tail else chunk
-        nl = data.rfind(b"\n")
-        if nl < 0:
-            self._tail = data[-1_000_000:]
-            return
-        complete, self._tail = data[:nl], data[nl + 1 :]
-        self.choice_events += complete.count(b'"choices":[{') + complete.count(b'"choices": [{')
-        if b'"usage"' in complete:
-            for line in complete.split(b"\n"):
-                if line.startswith(b"data:") and b'"usage"' in line:
-                    self._usage(line[5:])
-
-    def _usage(self, payload: bytes) -> None:
-        try:
-            usage = json.loads(payload).get("usage")
-        except (ValueError, AttributeError):
-            return
-        if isinstance(usage, dict):
-            self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
-            self.completion_tokens = usage.get("completion_tokens", self.completion_tokens)
-
-    def finish(self) -> None:
-        if self._tail:
-            self.feed(b"\n")
-
-
-class ContextEstimator:
-    """Per-agent prompt-size estimate before the server's usage is known (see module docstring)."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, tuple[int, int]] = {}  # agent -> (body bytes, prompt tokens) of its last request
-
-    def estimate(self, agent_id: str, body_len: int, header_tokens: str | None) -> int:
-        if header_tokens:
-            try:
-                return max(0, int(header_tokens))
-            except ValueError:
-                pass
-        last = self._last.get(agent_id)
-        if last is None or last[1] <= 0:
-            return int(body_len / CHARS_PER_TOKEN)
-        bytes_per_token = last[0] / last[1]
-        return int(last[1] + max(0, body_len - last[0]) / max(bytes_per_token, 0.5))
-
-    def observe(self, agent_id: str, body_len: int, prompt_tokens: int | None) -> None:
-        if prompt_tokens:
-            self._last[agent_id] = (body_len, prompt_tokens)
-
-    def forget(self, agent_id: str) -> None:
-        self._last.pop(agent_id, None)
-
-
-MAX_CLIENT_BUFFER_BYTES = 8 << 20  # a client this far behind is dropped (its upstream request too)
-_MONO_TO_RUN_NS = now_ns() - time.monotonic_ns()
-
-
-class _RelaySink(ResponseSink):
-    """Receives the upstream response inside the upstream connection's ``data_received``.
-
-    Until the client's response is under way (headers and the first bytes sent through
-    aiohttp), body bytes wait in ``pending``; from then on each piece is framed as one HTTP
-    chunk and written straight to the client's transport, with no task switch per chunk.
-    """
-
-    __slots__ = ("scanner", "status", "headers", "streaming", "started", "got_data", "pending", "body", "transport", "task", "gone", "first_ns")
-
-    def __init__(self, scanner: UsageScanner, loop: asyncio.AbstractEventLoop) -> None:
-        self.scanner = scanner
-        self.status = 0
-        self.headers: dict[bytes, bytes] = {}
-        self.streaming = False
-        self.started: asyncio.Future[None] = loop.create_future()  # status line and headers in
-        self.got_data: asyncio.Future[None] = loop.create_future()  # first body bytes in
-        self.pending: list[bytes] = []
-        self.body: list[bytes] = []
-        self.transport: asyncio.Transport | None = None
-        self.task: asyncio.Future[None] | None = None
-        self.gone = False
-        self.first_ns: int | None = None
-
-    def on_status(self, status: int, headers: dict[bytes, bytes]) -> None:
-        self.status, self.headers = status, headers
-        self.streaming = headers.get(b"content-type", b"").startswith(b"text/event-stream")
-        if not self.started.done():
-            self.started.set_result(None)
-
-    def on_body(self, data: bytes, t_ns: int) -> None:
-        if self.first_ns is None:
-            self.first_ns = t_ns
-        if not self.streaming:
-            self.body.append(data)
-            return
-        self.scanner.feed(data)
-        tr = self.transport
-        if tr is None:
-            self.pending.append(data)
-            if not self.got_data.done():
-                self.got_data.set_result(None)
-            return
-        if tr.is_closing() or tr.get_write_buffer_size() > MAX_CLIENT_BUFFER_BYTES:
-            if not self.gone and self.task is not None:
-                self.gone = True
-                self.task.cancel()  # aborts the upstream connection: the engine frees the request
-            return
-        tr.write(b"%x\r\n%b\r\n" % (len(data), data))
-
-    def on_end(self, t_ns: int) -> None:
-        if not self.got_data.done():
-            self.got_data.set_result(None)
 
 
 def _error(status: int, message: str, kind: str = "gateway_error") -> web.Response:
@@ -249,7 +99,7 @@ class GatewayProxy:
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=None, enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False, trust_env=False)
-        self._pool = HTTPPool(connect_timeout_s=10.0, clock_offset_ns=_MONO_TO_RUN_NS)
+        self._pool = HTTPPool(connect_timeout_s=10.0, clock_offset_ns=MONO_TO_RUN_NS)
 
     async def close(self) -> None:
         """Fail every request still held (503), then close upstream connections."""
@@ -341,26 +191,13 @@ class GatewayProxy:
             self.inflight -= 1
             self._finish(agent_id, source, request, len(body), scanner, row)
 
-    def _head(self, request: web.Request, target: Target, body_len: int) -> bytes:
-        """The upstream request head: the client's method, path and headers (hop-by-hop ones
-        dropped; identity encoding asked for, so usage stays readable in the stream)."""
-        lines = [f"{request.method} {request.rel_url.raw_path_qs} HTTP/1.1".encode("latin-1"), b"Host: " + target.host_header]
-        for k, v in request.headers.items():
-            lk = k.lower()
-            if lk in _HOP or lk == "accept-encoding":
-                continue
-            lines.append(k.encode("latin-1") + b": " + v.encode("latin-1", "replace"))
-        lines.append(b"Accept-Encoding: identity")
-        lines.append(b"Content-Length: %d" % body_len)
-        return b"\r\n".join(lines) + b"\r\n\r\n"
-
     async def _forward(self, request: web.Request, body: bytes, inst: GatewayInstance, scanner: UsageScanner, row: dict[str, Any]) -> web.StreamResponse:
         """Send the request upstream and relay the answer (see ``_RelaySink``)."""
         assert self._pool is not None
         target = self._targets[inst.instance_id]
         loop = asyncio.get_running_loop()
-        sink = _RelaySink(scanner, loop)
-        head = self._head(request, target, len(body))
+        sink = RelaySink(scanner, loop)
+        head = upstream_head(request, target, len(body))
         task = sink.task = asyncio.ensure_future(self._pool.request(target, head, body, sink, timeout_s=self.upstream_timeout_s))
         prepared: web.StreamResponse | None = None
         try:
@@ -368,7 +205,7 @@ class GatewayProxy:
             if not sink.started.done():
                 task.result()  # failed before any response: raises
             row["http_status"] = sink.status
-            out_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in sink.headers.items() if k.decode("latin-1") not in _HOP_RESPONSE}
+            out_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in sink.headers.items() if k.decode("latin-1") not in HOP_RESPONSE_HEADERS}
             if not sink.streaming:
                 await task
                 data = b"".join(sink.body)
@@ -449,11 +286,11 @@ class GatewayProxy:
 
     async def _passthrough(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         try:
             async with self._session.get(self._first.root + request.rel_url.path_qs, headers=headers) as up:
                 data = await up.read()
-                return web.Response(body=data, status=up.status, headers={k: v for k, v in up.headers.items() if k.lower() not in _HOP})
+                return web.Response(body=data, status=up.status, headers={k: v for k, v in up.headers.items() if k.lower() not in HOP_HEADERS})
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             return _error(502, f"kairosbench gateway: upstream {self._first.endpoint} failed: {exc.__class__.__name__}", "upstream_error")
 
