@@ -19,7 +19,9 @@ needs_traces = pytest.mark.skipif(not (TRACES / "raw").is_dir(), reason="../shar
 
 
 def _run(*args: str) -> object:
-    return CliRunner().invoke(workload, list(args), catch_exceptions=True)
+    # A wide terminal: rich wraps table titles at 80 columns, and the fixture path's length
+    # depends on where the repository is checked out.
+    return CliRunner().invoke(workload, list(args), catch_exceptions=True, env={"COLUMNS": "300"})
 
 
 def test_validate_ok() -> None:
