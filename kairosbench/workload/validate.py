@@ -53,14 +53,16 @@ class ValidationReport:
     def __rich__(self) -> Group | Text:
         if self.ok:
             return Text(f"OK  {self.path}: {self.n_sessions} sessions, {self.n_turns} turns", style="green")
-        table = Table(title=f"{self.path}: {self.problem_count} problem(s)", title_justify="left")
+        # The headline is a line of its own: a table title would wrap to the table's width.
+        headline = Text(f"{self.path}: {self.problem_count} problem(s)", style="bold red")
+        table = Table()
         table.add_column("where", no_wrap=True)
         table.add_column("field")
         table.add_column("what is wrong")
         for err in self.problems:
             where = f"line {err.line}" if err.line is not None else f"row {err.row}" if err.row is not None else "file"
             table.add_row(where, err.field or "", err.reason)
-        parts: list[Table | Text] = [table]
+        parts: list[Table | Text] = [headline, table]
         if self.problem_count > len(self.problems):
             parts.append(Text(f"... and {self.problem_count - len(self.problems)} more (raise --max-problems to see them)"))
         return Group(*parts)
