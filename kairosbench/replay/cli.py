@@ -14,24 +14,32 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from kairosbench.errors import UsageError
 from kairosbench.replay.config import EOS_CONTROL_CHOICES, RunConfig, load_config_file
 from kairosbench.replay.services import ServiceFactory, emulator_service
 
-__all__ = ["run", "build_services"]
+__all__ = ["run", "build_services", "profiler_notes"]
 
 
 def build_services(config: RunConfig) -> list[ServiceFactory]:
-    """The services this run starts, in order (the hook for the gateway and the profiler).
+    """The services this run starts, in order; they stop in reverse order.
 
-    Today: the embedded emulator when no ``--endpoint`` is given. A gateway service goes
-    after it (it reads ``ctx.instance_endpoints`` and replaces ``ctx.endpoints``), a profiler
-    after that; see ``kairosbench.replay.services``.
+    The embedded emulator when no ``--endpoint`` is given; then the profiler (GPU telemetry
+    per ``--profile``, engine /metrics unless ``--no-engine-metrics``), which reads
+    ``ctx.instance_endpoints``; then, with ``--policy``, the gateway, which replaces
+    ``ctx.endpoints`` with its own URL. The profiler goes before the gateway so that it starts
+    before and stops after it: the trace shows the gateway's clock restore at exit too.
+    See ``kairosbench.replay.services``.
     """
     services: list[ServiceFactory] = []
     if not config.endpoint:
         services.append(emulator_service)
+    if config.engine_metrics or [p.strip().lower() for p in config.profile] != ["none"]:
+        from kairosbench.replay.profiling import profiler_service
+
+        services.append(profiler_service)
     if config.policy:
         from kairosbench.gateway.service import gateway_service
 
@@ -98,6 +106,10 @@ def _config_from(ctx: click.Context, params: dict[str, Any]) -> RunConfig:
 @click.option("--epoch-s", type=float, default=1.0, help="With --policy: the control epoch, seconds.")
 @click.option("--actuator", type=click.Choice(["auto", "emulator", "dry-run", "nvml"]), default="auto", help="With --policy: how clocks are set (auto: the emulator's control, dry-run on real endpoints).")
 @click.option("--allow-real-clock-changes", is_flag=True, default=False, help="With --actuator nvml: opt in to changing real GPU clocks (restored on exit).")
+@click.option("--profile", "profile", multiple=True, default=["auto"], metavar="SPEC", help="GPU telemetry (repeatable): auto (the emulator's for emulated instances, else this host's NVML GPUs, else none), none, nvml, emulator:URL, prometheus:URL.")
+@click.option("--engine-metrics/--no-engine-metrics", default=True, help="Scrape each instance's /metrics (vLLM, SGLang, the emulator) into engine.parquet when it answers.")
+@click.option("--engine-interval-s", type=float, default=1.0, help="Engine /metrics scrape period, seconds.")
+@click.option("--idle-baseline-s", type=float, default=2.0, help="Seconds of telemetry before the replay to measure GPU idle power where no emulator preset gives it (0: no measured baseline).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), default=None, help="TOML/YAML/JSON file with the same keys as these flags (or a run's manifest.json).")
 @click.pass_context
 def run(ctx: click.Context, **params: Any) -> None:
@@ -120,10 +132,19 @@ def run(ctx: click.Context, **params: Any) -> None:
     downgrades = [d for ep in outcome.manifest.get("endpoints", []) for d in ep.get("downgrades", [])]
     for d in downgrades:
         out.print(f"[yellow]note:[/] endpoint rejected {d['parameter']}; sent {d['to']} instead ({d['server_message']})")
+    for note in profiler_notes(outcome.manifest):
+        out.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     out.print(f"run directory: [bold]{outcome.run_dir}[/]  (status: {outcome.status})")
     if outcome.status == "interrupted":
         out.print("[yellow]Interrupted:[/] the run stopped early; everything gathered so far is in the run directory.")
         raise click.exceptions.Exit(130)
+
+
+def profiler_notes(manifest: dict[str, Any]) -> list[str]:
+    """The profiler's one-line notes (what was not recorded and why), NVML's scope first."""
+    info = (manifest.get("services") or {}).get("profiler") or {}
+    notes = [info["nvml_scope"]] if info.get("nvml_scope") else []
+    return notes + [str(n) for n in info.get("notes", [])]
 
 
 async def _run_with_signals(config: RunConfig, console: Console, run_from_config: Any) -> Any:

@@ -78,6 +78,10 @@ class RunConfig:
     epoch_s: float = 1.0  # the gateway's control epoch
     actuator: str = "auto"  # the gateway's clock actuator: auto | emulator | dry-run | nvml
     allow_real_clock_changes: bool = False  # opt-in for actuator=nvml
+    profile: list[str] = field(default_factory=lambda: ["auto"])  # GPU telemetry: auto | none | nvml | emulator:URL | prometheus:URL
+    engine_metrics: bool = True  # scrape each instance's /metrics into engine.parquet
+    engine_interval_s: float = 1.0  # engine /metrics scrape period
+    idle_baseline_s: float = 2.0  # lead-in measured before the replay where no preset idle power is known (0: none)
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -90,8 +94,9 @@ class RunConfig:
         if unknown:
             raise InputError(f"unknown key(s) {', '.join(unknown)}; known keys are the run flags: {', '.join(sorted(known))}", path=source)
         data = dict(values)
-        if isinstance(data.get("endpoint"), str):
-            data["endpoint"] = [data["endpoint"]]
+        for key in ("endpoint", "profile"):
+            if isinstance(data.get(key), str):
+                data[key] = [data[key]]
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +136,13 @@ class RunConfig:
             raise UsageError("--system-prompt-tokens must be >= 0")
         if self.flush_interval_s <= 0:
             raise UsageError("--flush-interval-s must be > 0")
+        if self.engine_interval_s <= 0:
+            raise UsageError("--engine-interval-s must be > 0")
+        if self.idle_baseline_s < 0:
+            raise UsageError("--idle-baseline-s must be >= 0 (0: no measured idle baseline)")
+        from kairosbench.replay.profiling import check_profile_specs
+
+        check_profile_specs(self.profile)
         for url in self.endpoint:
             if not url.startswith(("http://", "https://")):
                 raise UsageError(f"--endpoint {url}: expected an http:// or https:// base URL")

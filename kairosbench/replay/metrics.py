@@ -17,6 +17,11 @@ Definitions (docs/replay.md, "Run summary"):
   (output), over requests that reported usage.
 
 Percentiles use numpy's default (linear interpolation).
+
+GPU energy (``RunSummary.energy``, when the run recorded GPU telemetry) is computed from
+``power.parquet`` over the replay window by ``kairosbench.replay.run_energy``: energy from the
+counter and from integration (disagreement flagged), average total power, idle-subtracted
+energy where an idle baseline is known, and energy per finished agent (KAIROS's metric).
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from rich.table import Table
+from rich.text import Text
 
-__all__ = ["RunSummary", "summarize", "p"]
+from kairosbench.replay.run_energy import RunEnergy
+
+__all__ = ["RunSummary", "summarize", "p", "energy_rows"]
 
 
 def p(values: np.ndarray, q: float) -> float | None:
@@ -75,6 +83,7 @@ class RunSummary:
     prompt_exact_fraction: float | None = None
     output_mismatch_mean_tokens: float | None = None
     output_exact_fraction: float | None = None
+    energy: RunEnergy | None = None  # GPU energy over the replay window; None without GPU telemetry
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,7 +114,49 @@ class RunSummary:
         ]
         for k, v in rows:
             table.add_row(k, v)
+        table.add_section()
+        for label, value in energy_rows(self.energy):
+            table.add_row(label, value)
         return table
+
+
+def _kj(j: float | None, digits: int = 2) -> str:
+    return "—" if j is None else f"{j / 1e3:,.{digits}f} kJ"
+
+
+def energy_rows(e: RunEnergy | None) -> list[tuple[str, Text | str]]:
+    """The summary table's energy rows (a disagreement beyond tolerance is marked ``!`` in red)."""
+    if e is None:
+        return [("GPU energy", "— (no GPU telemetry)")]
+    if e.disagreement_frac is not None:
+        diff = f"{e.disagreement_frac * 100:.2f} %" + (f" ! > {e.tolerance_frac * 100:g} %" if e.flagged else "")
+        both: Text | str = Text(f"{_kj(e.energy_counter_j)} / {_kj(e.energy_integrated_j)} (Δ {diff})", style="bold red" if e.flagged else "")
+    else:
+        both = f"{_kj(e.energy_counter_j)} / {_kj(e.energy_integrated_j)}"
+    gpus = f" over {len(e.gpus)} GPUs" if len(e.gpus) > 1 else ""
+    rows: list[tuple[str, Text | str]] = [
+        (f"GPU energy, replay window ({e.window_s:,.1f} s){gpus}", _kj(e.energy_j)),
+        ("  counter / integrated, same window", both),
+        ("average GPU power (total)", "—" if e.avg_power_w is None else f"{e.avg_power_w:,.1f} W"),
+    ]
+    if e.idle_power_w is not None:
+        rows.append((f"idle baseline ({e.idle_origin})", f"{e.idle_power_w:,.1f} W"))
+        rows.append(("energy above idle", _kj(e.energy_above_idle_j)))
+    else:
+        rows.append(("idle baseline", "— (not known)"))
+    per_agent = "—" if e.energy_per_agent_kj is None else f"{e.energy_per_agent_kj:,.3f} kJ"
+    if e.energy_above_idle_per_agent_kj is not None:
+        per_agent += f"  ({e.energy_above_idle_per_agent_kj:,.3f} kJ above idle)"
+    rows.append((f"energy per finished agent ({e.finished_agents} finished)", per_agent))
+    if len(e.gpus) > 1:
+        for g in e.gpus:
+            bits = [_kj(g.energy_j), "—" if g.avg_power_w is None else f"{g.avg_power_w:,.1f} W avg"]
+            if g.idle is not None:
+                bits.append(f"idle {g.idle.power_w:,.0f} W")
+            if g.disagreement_frac is not None:
+                bits.append(f"Δ {g.disagreement_frac * 100:.2f} %" + (" !" if g.flagged else ""))
+            rows.append((f"  GPU {g.key.rsplit('/', 1)[0]}", Text(", ".join(bits), style="red" if g.flagged else "")))
+    return rows
 
 
 def summarize(requests: pa.Table, sessions: pa.Table, *, duration_s: float, slo_tok_s: float = 20.0) -> RunSummary:

@@ -29,8 +29,9 @@ from kairosbench.replay.metrics import RunSummary, summarize
 from kairosbench.replay.progress import LiveStats, LiveView
 from kairosbench.replay.prompt import PromptFactory, PromptSettings
 from kairosbench.replay.records import read_table
+from kairosbench.replay.run_energy import RunEnergy, preset_idle_from_manifest, run_energy
 from kairosbench.replay.runner import Replay, ReplayOptions
-from kairosbench.replay.services import RunContext, ServiceFactory, emulator_service
+from kairosbench.replay.services import RunContext, ServiceFactory
 from kairosbench.replay.tokens import EmulatorTokenModel, HFTokenModel, RemoteTokenModel, TokenModel, WordsTokenModel
 from kairosbench.workload.model import Workload
 
@@ -152,6 +153,31 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def _replay_energy(run_dir: Path, profiler: dict[str, Any] | None, t0_ns: int, t1_ns: int, finished: int) -> RunEnergy | None:
+    """GPU energy over the replay window from the profiler's power.parquet (None without one).
+
+    A failure here is a bug in kairosbench, not in the run: it is logged (run.log) and the
+    summary goes out without energy rather than losing the run's other results."""
+    power = run_dir / "power.parquet"
+    if profiler is None or not power.exists():
+        return None
+    try:
+        import pyarrow.parquet as pq
+
+        from kairosbench.profiler.journal import read_metadata
+
+        names = {f"{g['host']}/{g['gpu']}/{g['source']}": g.get("name", "") for g in read_metadata(power).get("gpus", [])}
+        return run_energy(
+            pq.read_table(power), t0_ns=t0_ns, t1_ns=t1_ns, finished_agents=finished,
+            preset_idle=preset_idle_from_manifest(profiler), measure_idle=bool(profiler.get("measure_idle", True)),
+            names=names, tolerance_frac=float(profiler.get("tolerance_frac", 0.02)),
+        )
+    except Exception:  # noqa: BLE001 - see the docstring
+        log.exception("computing GPU energy from %s failed", power)
+        profiler.setdefault("notes", []).append("computing the run's GPU energy failed (traceback in run.log)")
+        return None
+
+
 async def run_from_config(
     config: RunConfig,
     *,
@@ -162,7 +188,9 @@ async def run_from_config(
 ) -> RunOutcome:
     """Run one replay. ``workload`` overrides ``config.workload`` (tests, other drivers).
 
-    ``services`` default to the embedded emulator when ``config.endpoint`` is empty.
+    ``services`` default to what ``kairosbench run`` starts (``kairosbench.replay.cli.build_services``):
+    the embedded emulator when ``config.endpoint`` is empty, the profiler, and the gateway with
+    ``config.policy``.
     """
     config.validate()
     workload_path: Path | None = None
@@ -178,7 +206,9 @@ async def run_from_config(
     default_name = (workload_path.stem if workload_path else str(workload.meta.get("name", "workload"))) + ("" if config.endpoint else "-emulated")
     run_dir = make_run_dir(config, default_name)
     if services is None:
-        services = [] if config.endpoint else [emulator_service]
+        from kairosbench.replay.cli import build_services
+
+        services = build_services(config)
     ctx = RunContext(config=config, run_dir=run_dir, endpoints=list(config.endpoint), instance_endpoints=list(config.endpoint))
     total = len(workload.sessions) if config.arrival == "recorded" else None
     if config.max_sessions is not None:
@@ -262,8 +292,12 @@ async def run_from_config(
         requests = read_table(run_dir, "requests")
         sessions = read_table(run_dir, "sessions")
         summary = summarize(requests, sessions, duration_s=(result.t_end_ns - result.t_start_ns) / 1e9, slo_tok_s=config.slo_tok_s)
+        summary.energy = _replay_energy(run_dir, ctx.manifest.get("profiler"), result.t_start_ns, result.t_end_ns, summary.sessions_completed)
         manifest["summary"] = summary.to_dict()
-        manifest["replay"] = {"stopped_by": result.stopped_by, "sessions_started": result.sessions_started, "max_sched_lag_s": result.max_sched_lag_s, "t_replay_start_ns": result.t_start_ns}
+        manifest["replay"] = {
+            "stopped_by": result.stopped_by, "sessions_started": result.sessions_started, "max_sched_lag_s": result.max_sched_lag_s,
+            "t_replay_start_ns": result.t_start_ns, "t_replay_end_ns": result.t_end_ns,
+        }
     except BaseException as exc:
         manifest["error"] = f"{type(exc).__name__}: {exc}"[:1000]
         if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
