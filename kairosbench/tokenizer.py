@@ -23,6 +23,7 @@ __all__ = [
     "MESSAGE_OVERHEAD_TOKENS",
     "GENERATION_PROMPT_TOKENS",
     "count_tokens",
+    "content_text",
     "message_tokens",
     "chat_prompt_tokens",
     "render_chat_words",
@@ -37,7 +38,7 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
-def _content_text(content: object) -> str:
+def content_text(content: object) -> str:
     """OpenAI content is a string or a list of parts; only text parts count."""
     if content is None:
         return ""
@@ -49,7 +50,7 @@ def _content_text(content: object) -> str:
 
 
 def message_tokens(message: Mapping[str, object]) -> int:
-    return MESSAGE_OVERHEAD_TOKENS + count_tokens(_content_text(message.get("content")))
+    return MESSAGE_OVERHEAD_TOKENS + count_tokens(content_text(message.get("content")))
 
 
 def chat_prompt_tokens(messages: Iterable[Mapping[str, object]]) -> int:
@@ -61,7 +62,7 @@ def render_chat_words(messages: Sequence[Mapping[str, object]]) -> list[str]:
     words: list[str] = []
     for m in messages:
         words.append(f"<|{m.get('role', 'user')}|>")
-        words.extend(_content_text(m.get("content")).split())
+        words.extend(content_text(m.get("content")).split())
         words.append("<|end|>")
     words.append("<|assistant|>")
     return words

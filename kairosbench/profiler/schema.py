@@ -13,9 +13,9 @@ table, the Arrow schema and the reports iterate over one registry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pyarrow as pa
+
+from kairosbench.table_schema import Column
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -43,14 +43,6 @@ KIND_BUFFER = "buffer"
 VALUE_TIMED_SOURCES = frozenset({"emulator"})
 
 
-@dataclass(frozen=True, slots=True)
-class Column:
-    """One telemetry column: its Arrow type, its unit and what it means."""
-
-    name: str
-    type: pa.DataType
-    unit: str
-    doc: str
 
 
 POWER_COLUMNS: tuple[Column, ...] = (

@@ -39,6 +39,7 @@ from typing import Any, Mapping
 from kairosbench.replay.endpoint import Endpoint
 from kairosbench.replay.tokens import TokenModel
 from kairosbench.replay.wordpool import WordPool
+from kairosbench.tokenizer import content_text
 from kairosbench.workload.model import Session, Turn
 
 __all__ = ["PromptSettings", "PromptFactory", "SessionPrompt", "PreparedTurn"]
@@ -87,15 +88,6 @@ class PreparedTurn:
 def _message(role: bytes, content: bytes) -> bytes:
     return b'{"role":"' + role + b'","content":"' + content + b'"}'
 
-
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return str(content)
 
 
 class PromptFactory:
@@ -215,7 +207,7 @@ class SessionPrompt:
                 m = {"role": "user", "content": str(m)}
             role = m.get("role")
             role = role if role in ("system", "user", "assistant") else "user"
-            text = _content_text(m.get("content"))
+            text = content_text(m.get("content"))
             tokens = await self.model.count(text)
             encoded = json.dumps(text, ensure_ascii=False).encode("utf-8")[1:-1]
             self._append(role.encode(), encoded, tokens)

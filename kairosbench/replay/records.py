@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kairosbench.clock import now_ns
+from kairosbench.table_schema import Column
 
 __all__ = [
     "Column",
@@ -42,12 +42,6 @@ __all__ = [
 SCHEMA_VERSION = "1"
 
 
-@dataclass(frozen=True, slots=True)
-class Column:
-    name: str
-    type: pa.DataType
-    unit: str
-    doc: str
 
 
 REQUEST_COLUMNS: tuple[Column, ...] = (
