@@ -45,7 +45,7 @@ def test_default_run_records_power_engine_metrics_and_energy_per_agent(tmp_path:
     out = tmp_path / "run"
     r = kb("run", "--max-sessions", "2", "--time-scale", "0.05", "--no-progress", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert "energy per finished agent (2 finished)" in r.stdout and "idle baseline (preset)" in r.stdout
+    assert "energy per finished agent" in r.stdout and "(2 finished)" in r.stdout and "idle baseline (preset)" in r.stdout
     power = pd.read_parquet(out / "power.parquet")
     engine = pd.read_parquet(out / "engine.parquet")
     assert len(power) > 0 and set(power["source"]) == {"emulator"} and {"poll", "buffer"} <= set(power["kind"])

@@ -128,15 +128,17 @@ def energy_rows(e: RunEnergy | None) -> list[tuple[str, Text | str]]:
     """The summary table's energy rows (a disagreement beyond tolerance is marked ``!`` in red)."""
     if e is None:
         return [("GPU energy", "— (no GPU telemetry)")]
+    counter = "—" if e.energy_counter_j is None else f"{e.energy_counter_j / 1e3:,.2f}"
+    pair = f"{counter} / {_kj(e.energy_integrated_j)}"
     if e.disagreement_frac is not None:
         diff = f"{e.disagreement_frac * 100:.2f} %" + (f" ! > {e.tolerance_frac * 100:g} %" if e.flagged else "")
-        both: Text | str = Text(f"{_kj(e.energy_counter_j)} / {_kj(e.energy_integrated_j)} (Δ {diff})", style="bold red" if e.flagged else "")
+        both: Text | str = Text(f"{pair} (Δ {diff})", style="bold red" if e.flagged else "")
     else:
-        both = f"{_kj(e.energy_counter_j)} / {_kj(e.energy_integrated_j)}"
-    gpus = f" over {len(e.gpus)} GPUs" if len(e.gpus) > 1 else ""
+        both = pair
+    span = f"{e.window_s:,.1f} s" + (f", {len(e.gpus)} GPUs" if len(e.gpus) > 1 else "")
     rows: list[tuple[str, Text | str]] = [
-        (f"GPU energy, replay window ({e.window_s:,.1f} s){gpus}", _kj(e.energy_j)),
-        ("  counter / integrated, same window", both),
+        ("GPU energy over the replay", f"{_kj(e.energy_j)} ({span})"),
+        ("  counter / integrated, same span", both),
         ("average GPU power (total)", "—" if e.avg_power_w is None else f"{e.avg_power_w:,.1f} W"),
     ]
     if e.idle_power_w is not None:
@@ -145,12 +147,12 @@ def energy_rows(e: RunEnergy | None) -> list[tuple[str, Text | str]]:
     else:
         rows.append(("idle baseline", "— (not known)"))
     per_agent = "—" if e.energy_per_agent_kj is None else f"{e.energy_per_agent_kj:,.3f} kJ"
+    rows.append(("energy per finished agent", f"{per_agent} ({e.finished_agents} finished)"))
     if e.energy_above_idle_per_agent_kj is not None:
-        per_agent += f"  ({e.energy_above_idle_per_agent_kj:,.3f} kJ above idle)"
-    rows.append((f"energy per finished agent ({e.finished_agents} finished)", per_agent))
+        rows.append(("  above idle", f"{e.energy_above_idle_per_agent_kj:,.3f} kJ"))
     if len(e.gpus) > 1:
         for g in e.gpus:
-            bits = [_kj(g.energy_j), "—" if g.avg_power_w is None else f"{g.avg_power_w:,.1f} W avg"]
+            bits = [_kj(g.energy_j), "—" if g.avg_power_w is None else f"{g.avg_power_w:,.0f} W"]
             if g.idle is not None:
                 bits.append(f"idle {g.idle.power_w:,.0f} W")
             if g.disagreement_frac is not None:
