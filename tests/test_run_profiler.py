@@ -79,6 +79,22 @@ async def test_profile_none_writes_no_power_file(tmp_path: Path) -> None:
     assert outcome.summary is not None and outcome.summary.energy is None
 
 
+async def test_auto_recognises_an_emulator_passed_as_endpoint(tmp_path: Path) -> None:
+    """An emulator started on its own (`kairosbench emulate`) is profiled through its telemetry
+    API, with its preset's idle power, not through NVML."""
+    from kairosbench.emulator.launch import running_emulator
+
+    async with running_emulator(1, gpu="h100-nvl") as urls:
+        cfg = RunConfig(endpoint=[f"{urls[0]}/v1"], out=str(tmp_path / "run"), progress=False, time_scale=0.05)
+        outcome = await run_from_config(cfg, workload=tiny_workload(n=1, turns=2))
+    assert outcome.status == "completed"
+    prof = outcome.manifest["services"]["profiler"]
+    assert prof["sources"] == [f"emulator:{urls[0]}"] and prof["engine_endpoints"] == [f"{urls[0]}/v1"]
+    assert [v["power_w"] for v in prof["idle_presets"].values()] == [50.0]  # h100-nvl, KAIROS's idle figure
+    energy = outcome.summary.energy if outcome.summary else None
+    assert energy is not None and energy.idle_origin == "preset" and energy.energy_per_agent_kj is not None
+
+
 class FailingService:
     """A service after the profiler that fails on entry, as a broken gateway would."""
 
@@ -140,3 +156,33 @@ def test_sigint_mid_run_leaves_readable_power_parquet(tmp_path: Path) -> None:
     assert power["t_ns"].max() >= manifest["replay"]["t_replay_end_ns"] - 1_000_000_000
     assert manifest["services"]["profiler"]["summary"]["gpus"][0]["energy_j"] > 0
     assert "energy per finished agent" in stdout
+
+
+@pytest.mark.skipif(not BUNDLED.exists(), reason="bundled workload not built")
+def test_sigkill_of_the_run_lets_the_sampler_finish_its_files(tmp_path: Path) -> None:
+    """The sampler is its own process: when `kairosbench run` dies, its stdin closes and it
+    writes complete Parquet files by itself."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "kairosbench.cli", "run", "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "power.parquet.journal").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the profiler never started"
+            time.sleep(0.1)
+        journal = out / "power.parquet.journal"
+        size0 = journal.stat().st_size
+        while journal.stat().st_size <= size0:  # wait for a flush of rows
+            assert proc.poll() is None and time.monotonic() < deadline, "the profiler never flushed"
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 30
+    while (out / "power.parquet.journal").exists() or not (out / "power.parquet").exists():
+        assert time.monotonic() < deadline, "the sampler did not finish power.parquet after its parent died"
+        time.sleep(0.1)
+    assert len(pd.read_parquet(out / "power.parquet")) > 0
+    assert json.loads((out / "manifest.json").read_text())["status"] == "running"  # the run itself never finished

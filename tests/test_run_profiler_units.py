@@ -40,6 +40,11 @@ def test_auto_uses_the_emulator_for_emulated_instances_even_with_local_gpus() ->
     assert notes == () and nvml_host is None
 
 
+def test_an_emulator_given_with_a_path_is_read_at_its_root() -> None:
+    sources, _, _ = plan(["auto"], instances=[f"{EMU}/v1"], emulators=[f"{EMU}/v1"], gpus=False)
+    assert sources == (f"emulator:{EMU}",)
+
+
 def test_auto_falls_back_to_this_hosts_nvml_then_to_a_note() -> None:
     assert plan(["auto"], instances=[REAL], emulators=[], gpus=True) == (("nvml",), (), "h1")
     sources, notes, nvml_host = plan(["auto"], instances=[REAL], emulators=[], gpus=False)

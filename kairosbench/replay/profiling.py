@@ -112,7 +112,7 @@ def plan_sources(
             continue
         emulated = [u for u in instance_endpoints if u in set(emulator_endpoints)]
         for url in emulated:
-            name = f"emulator:{url.rstrip('/')}"
+            name = f"emulator:{_root(url)}"  # its telemetry lives at the server root, not under /v1
             if name not in sources:
                 sources.append(name)
         others = [u for u in instance_endpoints if u not in set(emulator_endpoints)]
