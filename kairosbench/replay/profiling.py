@@ -275,7 +275,7 @@ async def profiler_service(ctx: Any) -> AsyncIterator[None]:
     info["measure_idle"] = cfg.idle_baseline_s > 0
     ctx.manifest["profiler"] = info
     for note in plan.notes:
-        log.info("profiler: %s", note)
+        log.warning("profiler: %s", note)
     if not plan.sources and not plan.engine_endpoints:
         yield
         return
