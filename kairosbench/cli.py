@@ -27,7 +27,9 @@ COMMANDS: dict[str, str] = {
     "gateway": "kairosbench.gateway.cli:gateway",
     "sim": "kairosbench.sim.cli:sim",
     "policies": "controllers.cli:policies",
+    "locust": "kairosbench.locust.cli:locust",
     "bench": "kairosbench.bench:bench",
+    "report": "kairosbench.report.cli:report",
 }
 
 
