@@ -106,6 +106,8 @@ def _config_from(ctx: click.Context, params: dict[str, Any]) -> RunConfig:
 @click.option("--epoch-s", type=float, default=1.0, help="With --policy: the control epoch, seconds.")
 @click.option("--actuator", type=click.Choice(["auto", "emulator", "dry-run", "nvml"]), default="auto", help="With --policy: how clocks are set (auto: the emulator's control, dry-run on real endpoints).")
 @click.option("--allow-real-clock-changes", is_flag=True, default=False, help="With --actuator nvml: opt in to changing real GPU clocks (restored on exit).")
+@click.option("--gpu-index", "gpu_index", type=int, multiple=True, help="With --policy and real endpoints: the local NVML GPU serving each --endpoint, in order (clock/power reads for the policy; the GPU a dry-run or nvml actuator targets). Default: GPU 0 when this host has exactly one GPU and one loopback endpoint.")
+@click.option("--kv-capacity-tokens", type=int, default=None, help="With --policy: an instance's KV capacity in tokens (U_max) where the engine does not expose it (vLLM exposes it in /metrics).")
 @click.option("--profile", "profile", multiple=True, default=["auto"], metavar="SPEC", help="GPU telemetry (repeatable): auto (the emulator's for emulated instances, else this host's NVML GPUs, else none), none, nvml, emulator:URL, prometheus:URL.")
 @click.option("--engine-metrics/--no-engine-metrics", default=True, help="Scrape each instance's /metrics (vLLM, SGLang, the emulator) into engine.parquet when it answers.")
 @click.option("--engine-interval-s", type=float, default=1.0, help="Engine /metrics scrape period, seconds.")
@@ -141,10 +143,11 @@ def run(ctx: click.Context, **params: Any) -> None:
 
 
 def profiler_notes(manifest: dict[str, Any]) -> list[str]:
-    """The profiler's one-line notes (what was not recorded and why), NVML's scope first."""
+    """The profiler's and the gateway's one-line notes (what was not recorded or assumed, and why)."""
     info = (manifest.get("services") or {}).get("profiler") or {}
     notes = [info["nvml_scope"]] if info.get("nvml_scope") else []
-    return notes + [str(n) for n in info.get("notes", [])]
+    gateway_notes = (manifest.get("gateway") or {}).get("notes", [])
+    return notes + [str(n) for n in info.get("notes", [])] + [str(n) for n in gateway_notes]
 
 
 async def _run_with_signals(config: RunConfig, console: Console, run_from_config: Any) -> Any:

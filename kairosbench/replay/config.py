@@ -78,6 +78,8 @@ class RunConfig:
     epoch_s: float = 1.0  # the gateway's control epoch
     actuator: str = "auto"  # the gateway's clock actuator: auto | emulator | dry-run | nvml
     allow_real_clock_changes: bool = False  # opt-in for actuator=nvml
+    gpu_index: list[int] = field(default_factory=list)  # local NVML GPU per --endpoint, for the gateway
+    kv_capacity_tokens: int | None = None  # U_max for the gateway where the engine does not expose it
     profile: list[str] = field(default_factory=lambda: ["auto"])  # GPU telemetry: auto | none | nvml | emulator:URL | prometheus:URL
     engine_metrics: bool = True  # scrape each instance's /metrics into engine.parquet
     engine_interval_s: float = 1.0  # engine /metrics scrape period
@@ -97,6 +99,8 @@ class RunConfig:
         for key in ("endpoint", "profile"):
             if isinstance(data.get(key), str):
                 data[key] = [data[key]]
+        if isinstance(data.get("gpu_index"), int):
+            data["gpu_index"] = [data["gpu_index"]]
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,6 +142,10 @@ class RunConfig:
             raise UsageError("--flush-interval-s must be > 0")
         if self.engine_interval_s <= 0:
             raise UsageError("--engine-interval-s must be > 0")
+        if self.gpu_index and len(self.gpu_index) != len(self.endpoint):
+            raise UsageError(f"--gpu-index: give one per --endpoint ({len(self.endpoint)} endpoints, {len(self.gpu_index)} GPU indices)")
+        if self.kv_capacity_tokens is not None and self.kv_capacity_tokens < 1:
+            raise UsageError("--kv-capacity-tokens must be >= 1")
         if self.idle_baseline_s < 0:
             raise UsageError("--idle-baseline-s must be >= 0 (0: no measured idle baseline)")
         from kairosbench.replay.profiling import check_profile_specs
