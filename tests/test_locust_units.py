@@ -142,14 +142,16 @@ def test_tally_rows_follow_the_summary_definitions() -> None:
     t = AgentTally()
     for kind, status, tput in (("swe", "completed", 30.0), ("swe", "abandoned", 50.0), ("de", "completed", 10.0), ("de", "unfinished", 25.0)):
         t.session_started(kind)
-        t.turn(kind, ok=True, output_tokens=7, usage_prompt_tokens=100, expected_prompt_tokens=100)
+        t.turn(kind, status="ok", output_tokens=7, usage_prompt_tokens=100, expected_prompt_tokens=100)
         t.session_finished(kind, status=status, requests=1, output_tok_s=tput, slo_tok_s=20.0)
     t.session_started("de")
-    t.turn("de", ok=False, output_tokens=0, usage_prompt_tokens=None, expected_prompt_tokens=9)
+    t.turn("de", status="http", output_tokens=0, usage_prompt_tokens=None, expected_prompt_tokens=9)
+    t.turn("de", status="cancelled", output_tokens=2, usage_prompt_tokens=None, expected_prompt_tokens=9)  # cut by the stop: not a failure
     rows = {r["agent_kind"]: r for r in t.rows()}
     assert list(rows) == ["de", "swe", "All"]
     assert rows["swe"]["slo_attainment_pct"] == 50.0  # the abandoned agent does not meet it
     assert rows["de"]["slo_attainment_pct"] == 50.0 and rows["de"]["running"] == 1 and rows["de"]["turns_failed"] == 1
+    assert rows["de"]["unfinished"] == 1 and rows["de"]["output_tokens"] == 16
     assert rows["All"]["agents"] == 5 and rows["All"]["completed"] == 2 and rows["All"]["prompt_exact_pct"] == 100.0
     assert rows["All"]["p50_agent_tok_s"] == 27.5
     assert set(rows["All"]) == {c.key for c in TABLE_COLUMNS}
@@ -161,7 +163,7 @@ def test_worker_drains_merge_into_the_same_totals() -> None:
     for i in range(10):
         for t in (whole, workers[i % 2]):
             t.session_started("swe")
-            t.turn("swe", ok=True, output_tokens=i, usage_prompt_tokens=5, expected_prompt_tokens=5 + i % 3)
+            t.turn("swe", status="ok", output_tokens=i, usage_prompt_tokens=5, expected_prompt_tokens=5 + i % 3)
             t.session_finished("swe", status="completed", requests=1, output_tok_s=float(i * 5), slo_tok_s=20.0)
         if i % 3 == 0:  # reports go out at arbitrary moments
             for w in workers:

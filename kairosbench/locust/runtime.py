@@ -165,7 +165,7 @@ class LocustRun:
         lag_s = rec.row[9]
         if lag_s > self.max_sched_lag_s:
             self.max_sched_lag_s = lag_s
-        self.tally.turn(rec.agent_kind, ok=rec.ok, output_tokens=rec.output_tokens, usage_prompt_tokens=rec.usage_prompt_tokens, expected_prompt_tokens=rec.prompt_tokens_expected)
+        self.tally.turn(rec.agent_kind, status=rec.status, output_tokens=rec.output_tokens, usage_prompt_tokens=rec.usage_prompt_tokens, expected_prompt_tokens=rec.prompt_tokens_expected)
         env = self.environment
         if rec.status != "cancelled":  # cut by the end of the test: in the Parquet, not a failure
             name = f"{rec.agent_kind} turn"

@@ -40,8 +40,9 @@ TABLE_COLUMNS: tuple[TableColumn, ...] = (
     TableColumn("running", "Running", "sessions started and not finished"),
     TableColumn("completed", "Completed", "sessions that ran every turn"),
     TableColumn("abandoned", "Abandoned", "sessions given up after a non-retryable fault or retries spent"),
+    TableColumn("unfinished", "Unfinished", "sessions cut by the end of a test (or a stopped user) mid-way"),
     TableColumn("turns_ok", "Turns ok", "requests answered in full"),
-    TableColumn("turns_failed", "Turns failed", "requests that failed (retried ones included)"),
+    TableColumn("turns_failed", "Turns failed", "requests that failed (retried ones included; not those cut by the end of the test)"),
     TableColumn("output_tokens", "Output tokens", "tokens, over ok and failed requests"),
     TableColumn("slo_attainment_pct", "SLO attainment (%)", "finished agents at or above --slo-tok-s and not abandoned, % of finished agents"),
     TableColumn("p5_agent_tok_s", "P5 agent tok/s", "5th percentile of per-agent output throughput (tokens/s), finished agents"),
@@ -109,14 +110,15 @@ class AgentTally:
     def session_started(self, kind: str) -> None:
         self._kind(kind).started += 1
 
-    def turn(self, kind: str, *, ok: bool, output_tokens: int, usage_prompt_tokens: int | None, expected_prompt_tokens: int) -> None:
+    def turn(self, kind: str, *, status: str, output_tokens: int, usage_prompt_tokens: int | None, expected_prompt_tokens: int) -> None:
+        """One request; ``status`` as in ``requests.parquet`` (``cancelled``: cut by the end of the test)."""
         t = self._kind(kind)
-        if ok:
+        if status == "ok":
             t.turns_ok += 1
             if usage_prompt_tokens is not None:
                 t.prompt_checked += 1
                 t.prompt_exact += int(usage_prompt_tokens == expected_prompt_tokens)
-        else:
+        elif status != "cancelled":
             t.turns_failed += 1
         t.output_tokens += output_tokens
 
@@ -166,6 +168,7 @@ class AgentTally:
             "running": t.started - t.finished,
             "completed": t.completed,
             "abandoned": t.abandoned,
+            "unfinished": t.finished - t.completed - t.abandoned,
             "turns_ok": t.turns_ok,
             "turns_failed": t.turns_failed,
             "output_tokens": t.output_tokens,
