@@ -87,7 +87,7 @@ def test_reading_spells_out_savings_and_slo_cost() -> None:
     run = {"avg_power_w": 350.0, "energy_per_agent_kj": 1.6, "slo_attainment_frac": 0.97, "p5_agent_tok_s": 21.0}
     text = reading("kairos", "max", run, base, 20.0)
     assert text.startswith("kairos vs max: saves 30.0 % average power and 20.0 % less energy per finished agent")
-    assert "at a 3.0 pp SLO cost (attainment 100.0 % → 97.0 % at ≥ 20 tok/s)" in text
+    assert "at a cost of 3.0 pp in SLO attainment (100.0 % → 97.0 % at ≥ 20 tok/s)" in text
     assert "P5 per-agent throughput 40.0 → 21.0 tok/s." in text
 
 

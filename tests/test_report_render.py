@@ -109,7 +109,7 @@ def test_table_values_baseline_and_reading(tmp_path: Path) -> None:
     assert "1,000.0" in html  # max: 2 × 500 W
     assert "500.0" in html and "−50.0 %" in html  # kairos: 300 + 200 W
     assert "kairos vs max: saves 50.0 % average power and 50.0 % less energy per finished agent" in html
-    assert "at a 20.0 pp SLO cost (attainment 80.0 % → 60.0 % at ≥ 20 tok/s)" in html
+    assert "at a cost of 20.0 pp in SLO attainment (80.0 % → 60.0 % at ≥ 20 tok/s)" in html
     kairos_row = html[html.index('data-run="kairos"'):html.index('data-run="none"')]
     assert 'class="best"' in kairos_row  # lowest power
     assert model.values[1]["preemptions"] == pytest.approx(2.0)
@@ -194,3 +194,20 @@ def test_report_command_is_wired() -> None:
     from kairosbench.cli import COMMANDS
 
     assert COMMANDS["report"] == "kairosbench.report.cli:report"
+
+
+def test_figure_arrays_are_compact_float32(tmp_path: Path) -> None:
+    import base64
+
+    import numpy as np
+
+    runs = [load_input(p) for p in find_inputs(_runs(tmp_path)[:1])]
+    model = build_report(runs, max_points=500)
+    power = next(f for f in model.figures if f.id == "power").figure
+    assert power is not None
+    fine = power["data"][1]  # the finest samples (hidden until the button is pressed)
+    assert fine["x"]["dtype"] == "f4" and fine["y"]["dtype"] == "f4"
+    t = np.frombuffer(base64.b64decode(fine["x"]["bdata"]), dtype="<f4")
+    w = np.frombuffer(base64.b64decode(fine["y"]["bdata"]), dtype="<f4")
+    assert len(t) <= 500 and np.all(np.diff(t) > 0)
+    assert w.max() == pytest.approx(1000.0, rel=1e-6)  # 2 x 500 W during the replay

@@ -232,7 +232,7 @@ def reading(label: str, base_label: str, run: MetricValues, base: MetricValues, 
     elif abs(slo) < 0.05:
         text += f" at no SLO cost (attainment {_frac_text(run.get('slo_attainment_frac'))} at ≥ {slo_tok_s:g} tok/s)"
     elif slo < 0:
-        text += f" at a {abs(slo):.1f} pp SLO cost (attainment {_frac_text(base.get('slo_attainment_frac'))} → {_frac_text(run.get('slo_attainment_frac'))} at ≥ {slo_tok_s:g} tok/s)"
+        text += f" at a cost of {abs(slo):.1f} pp in SLO attainment ({_frac_text(base.get('slo_attainment_frac'))} → {_frac_text(run.get('slo_attainment_frac'))} at ≥ {slo_tok_s:g} tok/s)"
     else:
         text += f", and gains {slo:.1f} pp SLO attainment ({_frac_text(base.get('slo_attainment_frac'))} → {_frac_text(run.get('slo_attainment_frac'))} at ≥ {slo_tok_s:g} tok/s)"
     p5, p5_base = run.get("p5_agent_tok_s"), base.get("p5_agent_tok_s")
