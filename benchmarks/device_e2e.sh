@@ -28,11 +28,13 @@ for i in $(seq 1 120); do
   sleep 1
 done
 [ "$code" = 200 ] || { cat "$OUT/models.json"; tail -50 "$OUT/serve.log"; exit 1; }
-python3 -m kairosbench.cli profile --out /tmp/prof --source nvml -- \
-  python3 -m kairosbench.cli run --endpoint http://127.0.0.1:8000 --model /tmp/tiny --tokenizer /tmp/tiny \
+# WRAP=1: an outer `kairosbench profile` around the run (the run's own profiler is on by
+# default too: `--profile auto` picks this host's NVML GPUs for a non-emulated endpoint).
+wrap=()
+[ "${WRAP:-0}" = 1 ] && wrap=(python3 -m kairosbench.cli profile --out /tmp/prof --source nvml --)
+"${wrap[@]}" python3 -m kairosbench.cli run --endpoint http://127.0.0.1:8000 --model /tmp/tiny --tokenizer /tmp/tiny \
     --out /tmp/run "$@" 2>&1 | tee "$OUT/run.log"
 kill "$(cat /tmp/serve.pid)" 2>/dev/null
-cp /tmp/run/manifest.json /tmp/run/requests.parquet /tmp/run/sessions.parquet "$OUT/" 2>/dev/null
-cp /tmp/prof/power.parquet "$OUT/" 2>/dev/null
+for f in manifest.json requests.parquet sessions.parquet power.parquet control.parquet; do cp "/tmp/run/$f" "$OUT/" 2>/dev/null; done
 tail -c 200000 "$OUT/serve.log" > "$OUT/serve.tail.log"; rm -f "$OUT/serve.log" "$OUT/models.json" "$OUT/model.json"
 ls -la "$OUT"

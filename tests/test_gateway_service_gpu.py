@@ -54,3 +54,10 @@ def test_run_config_checks_one_index_per_endpoint() -> None:
     with pytest.raises(UsageError, match="--gpu-index"):
         cfg.validate()
     assert RunConfig.from_mapping({"gpu_index": 2}).gpu_index == [2]
+
+
+def test_gateway_notes_are_printed_with_the_run() -> None:
+    from kairosbench.replay.cli import profiler_notes
+
+    manifest = {"services": {"profiler": {"notes": ["no engine metrics"]}, "gateway": {"notes": ["gateway: GPU 0 assumed"]}}}
+    assert profiler_notes(manifest) == ["no engine metrics", "gateway: GPU 0 assumed"]

@@ -146,7 +146,8 @@ def profiler_notes(manifest: dict[str, Any]) -> list[str]:
     """The profiler's and the gateway's one-line notes (what was not recorded or assumed, and why)."""
     info = (manifest.get("services") or {}).get("profiler") or {}
     notes = [info["nvml_scope"]] if info.get("nvml_scope") else []
-    gateway_notes = (manifest.get("gateway") or {}).get("notes", [])
+    services = manifest.get("services") or {}
+    gateway_notes = (services.get("gateway") or manifest.get("gateway") or {}).get("notes", [])
     return notes + [str(n) for n in info.get("notes", [])] + [str(n) for n in gateway_notes]
 
 
