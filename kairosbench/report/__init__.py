@@ -10,9 +10,11 @@ From Python::
     model = build_report(runs, baseline="max")
     write_report(render_html(model), Path("reports/cmp.html"))
 
-Modules: ``load`` (run dirs and sim output → tidy frames), ``metrics`` (the comparison math,
-pure), ``series`` (time-series shaping, pure), ``figures`` (plotly), ``render`` (jinja2 → HTML),
-``cli`` (the ``kairosbench report`` command). docs/reports.md has the definitions and decisions.
+Modules: ``load`` (run directories → ``rundata.RunData``), ``sim_output`` (``kairosbench sim``
+output → the same), ``manifest_info`` (header facts), ``metrics`` (the comparison math, pure),
+``series`` (time-series shaping, pure), ``plotting``/``figures``/``figures_time`` (plotly),
+``render`` (jinja2 → HTML), ``cli`` (the ``kairosbench report`` command), ``synthetic`` (small
+run directories for tests). docs/reports.md has the definitions and decisions.
 """
 
 from kairosbench.report.load import Energy, RunData, find_inputs, load_input, load_run, load_sim

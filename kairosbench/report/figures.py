@@ -1,167 +1,27 @@
-"""The report's plotly figures, built from the loaded runs (no IO; JSON out).
+"""The report's figures, in reading order, built from the loaded runs (no IO; plotly JSON out).
 
-Each builder returns a :class:`FigureBlock`: the figure as plotly JSON (or None when no run
-has the data), a caption saying what is drawn, in which units and how it was reduced, and the
-runs that lack the data. One colour per run throughout; one colour per serving instance where
-instances are drawn separately. Every x axis of a time plot is seconds since the replay's
-start, so the idle lead-in before the first request shows at negative times.
+Each builder returns a ``FigureBlock``: the figure as plotly JSON (or None when no run has the
+data), a caption saying what is drawn, in which units and how it was reduced, and the runs
+that lack the data. One colour per run throughout (``plotting.RUN_COLORS``), one per serving
+instance where instances are drawn separately. The time-series figures are in
+``figures_time``; the summary and distribution figures are here.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from kairosbench.report.load import RunData
-from kairosbench.report.series import Series, bin_means, ecdf, steps, sum_on_grid, time_at_value_s, window_means
+from kairosbench.report.figures_time import clock_figure, control_figure, engine_figure, power_figure, time_at_clock_figure
+from kairosbench.report.plotting import RUN_COLORS, FigureBlock, figure_json, layout, run_color, to_dict
+from kairosbench.report.rundata import RunData
+from kairosbench.report.series import ecdf
 
-__all__ = ["FigureBlock", "RUN_COLORS", "build_figures", "figure_json"]
-
-RUN_COLORS: tuple[str, ...] = tuple(qualitative.D3)
-INSTANCE_COLORS: tuple[str, ...] = tuple(qualitative.Dark2)
-_INSTANCE_DASHES = ("solid", "dot", "dash", "dashdot", "longdash", "longdashdot")
-_FONT = "-apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
-_FINEST_WORDS = {"buffer": "20 ms driver buffer", "power_w": "polled instant power", "power_avg_w": "polled 1 s average", "bin": "1 s simulator bins"}
-
-
-@dataclass
-class FigureBlock:
-    """One figure of the report with its caption."""
-
-    id: str
-    title: str
-    caption: str
-    figure: dict[str, Any] | None
-    missing: list[str] = field(default_factory=list)  # labels of runs without this data
-    empty_message: str = ""
-
-    @property
-    def json(self) -> str:
-        """The figure as JSON safe to embed in a ``<script>`` element."""
-        return figure_json(self.figure) if self.figure is not None else "null"
-
-
-def figure_json(figure: dict[str, Any]) -> str:
-    """JSON text that cannot close the ``<script>`` element it is embedded in."""
-    return json.dumps(figure, separators=(",", ":")).replace("</", "<\\/")
-
-
-def _f32(encoded: Any) -> Any:
-    """A plotly base64 float64 array as float32: half the bytes, still ~1 ms resolution at 3 h and 0.01 W at 1 kW."""
-    if not (isinstance(encoded, dict) and encoded.get("dtype") == "f8" and isinstance(encoded.get("bdata"), str)):
-        return encoded
-    values = np.frombuffer(base64.b64decode(encoded["bdata"]), dtype="<f8")
-    if values.size <= 16:
-        return encoded
-    return {**encoded, "dtype": "f4", "bdata": base64.b64encode(values.astype("<f4").tobytes()).decode("ascii")}
-
-
-def _to_dict(fig: go.Figure) -> dict[str, Any]:
-    """The figure as plain JSON data (plotly's encoder turns numpy arrays into base64 typed arrays)."""
-    spec: dict[str, Any] = json.loads(fig.to_json())
-    for trace in spec["data"]:
-        for key in ("x", "y"):
-            if key in trace:
-                trace[key] = _f32(trace[key])
-    return spec
-
-
-def _layout(fig: go.Figure, *, height: int, **extra: Any) -> go.Figure:
-    settings: dict[str, Any] = {
-        "template": "plotly_white", "height": height, "margin": {"l": 70, "r": 30, "t": 40, "b": 55},
-        "font": {"family": _FONT, "size": 12}, "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "xanchor": "left"},
-    }
-    settings.update(extra)
-    fig.update_layout(**settings)
-    return fig
-
-
-def _seconds(width_s: float) -> str:
-    """A bin width for a caption: ``20 ms`` or ``5.4 s``."""
-    return f"{width_s * 1e3:.0f} ms" if width_s < 1.0 else f"{width_s:.3g} s"
-
-
-def _color(i: int) -> str:
-    return RUN_COLORS[i % len(RUN_COLORS)]
-
-
-# ---- series from the loaded frames -----------------------------------------------------------
-
-
-def _finest_power(gpu_rows: pd.DataFrame) -> tuple[Series, str]:
-    """A GPU's finest power series: the driver buffer, else polled instant power, else the 1 s average."""
-    buffer = gpu_rows[gpu_rows["kind"] == "buffer"]
-    if len(buffer) >= 2:
-        return Series.of(buffer["t_s"].to_numpy(), buffer["power_w"].to_numpy()), "buffer"
-    polls = gpu_rows[gpu_rows["kind"] != "buffer"]
-    if polls["power_w"].notna().sum() >= 2:
-        return Series.of(polls["t_s"].to_numpy(), polls["power_w"].to_numpy()), ("bin" if (polls["kind"] == "bin").all() else "power_w")
-    if polls["power_avg_w"].notna().sum() >= 2:
-        return Series.of(polls["t_s"].to_numpy(), polls["power_avg_w"].to_numpy()), "power_avg_w"
-    return Series.of(np.array([]), np.array([])), ""
-
-
-def total_power(run: RunData) -> tuple[Series, set[str], int]:
-    """Power summed over the run's GPUs on a common grid; the series kinds used; the GPU count."""
-    if run.power is None:
-        return Series.of(np.array([]), np.array([])), set(), 0
-    parts, kinds = [], set()
-    for _, rows in run.power.groupby("gpu", sort=True):
-        series, kind = _finest_power(rows)
-        if len(series) >= 2:
-            parts.append(series)
-            kinds.add(kind)
-    return sum_on_grid(parts), kinds, len(parts)
-
-
-def clock_series(run: RunData) -> dict[str, Series]:
-    """Each GPU's SM clock from its polls (MHz), by instance label."""
-    if run.power is None or "sm_clock_mhz" not in run.power.columns:
-        return {}
-    out = {}
-    polls = run.power[(run.power["kind"] != "buffer") & run.power["sm_clock_mhz"].notna()]
-    for gpu, rows in polls.groupby("gpu", sort=True):
-        out[str(gpu)] = Series.of(rows["t_s"].to_numpy(), rows["sm_clock_mhz"].to_numpy())
-    return out
-
-
-def time_at_clock_s(run: RunData) -> dict[float, float]:
-    """GPU-seconds at each SM clock (MHz, rounded) over the replay, summed over GPUs."""
-    total: dict[float, float] = {}
-    for series in clock_series(run).values():
-        rounded = Series(series.t_s, np.round(series.values))
-        for clock, seconds in time_at_value_s(rounded, run.duration_s, 0.0).items():
-            total[clock] = total.get(clock, 0.0) + seconds
-    return total
-
-
-def _per_instance(run: RunData, columns: Sequence[str]) -> tuple[pd.DataFrame | None, str, str]:
-    """Engine signals per instance: engine.parquet, else the control log's copy (the simulator's only source)."""
-    if run.engine is not None and any(c in run.engine.columns for c in columns):
-        return run.engine, "instance", "engine.parquet"
-    if run.control is not None and any(c in run.control.columns for c in columns):
-        return run.control, "instance_id", "control.parquet"
-    return None, "", ""
-
-
-def _summed(frame: pd.DataFrame, by: str, column: str, *, mean: bool = False) -> Series:
-    parts = [Series.of(g["t_s"].to_numpy(), g[column].to_numpy(dtype=np.float64)) for _, g in frame.groupby(by, sort=True) if g[column].notna().sum() >= 2]
-    total = sum_on_grid(parts)
-    if mean and parts:
-        return Series(total.t_s, total.values / len(parts))
-    return total
-
-
-# ---- the figures -----------------------------------------------------------------------------
+__all__ = ["FigureBlock", "RUN_COLORS", "figure_json", "build_figures", "tradeoff_figure", "throughput_cdf_figure", "latency_figure"]
 
 
 def tradeoff_figure(runs: Sequence[RunData], values: Sequence[dict[str, Any]], slo_tok_s: float) -> FigureBlock:
@@ -176,7 +36,7 @@ def tradeoff_figure(runs: Sequence[RunData], values: Sequence[dict[str, Any]], s
         attain = v.get("slo_attainment_frac")
         fig.add_trace(go.Scatter(
             x=[v["avg_power_w"]], y=[v["p5_agent_tok_s"]], mode="markers+text", name=run.label, text=[run.label],
-            textposition="top center", marker={"size": 14, "color": _color(i), "line": {"width": 1, "color": "#333"}},
+            textposition="top center", marker={"size": 14, "color": run_color(i), "line": {"width": 1, "color": "#333"}},
             hovertemplate=(f"<b>{run.label}</b><br>avg power %{{x:.1f}} W<br>P5 per-agent %{{y:.1f}} tok/s"
                            + (f"<br>energy / finished agent {energy:.3f} kJ" if energy is not None else "")
                            + (f"<br>SLO attainment {attain * 100:.1f} %" if attain is not None else "") + "<extra></extra>"),
@@ -184,130 +44,12 @@ def tradeoff_figure(runs: Sequence[RunData], values: Sequence[dict[str, Any]], s
     if not fig.data:
         return FigureBlock("tradeoff", "Power against per-agent throughput", "", None, missing, "No run has both power telemetry and per-agent throughput.")
     fig.add_hline(y=slo_tok_s, line_dash="dash", line_color="#c0392b", annotation_text=f"SLO {slo_tok_s:g} tok/s", annotation_position="bottom right")
-    _layout(fig, height=420, showlegend=False, xaxis_title="average GPU power over the replay, W (sum over GPUs)",
+    layout(fig, height=420, showlegend=False, xaxis_title="average GPU power over the replay, W (sum over GPUs)",
             yaxis_title="P5 per-agent output throughput, tok/s")
     fig.update_yaxes(rangemode="tozero")
     caption = ("Each run is one point: lower (left) saves power, higher meets the per-agent SLO with more margin. "
                "The dashed line is the SLO; a run whose P5 sits below it fails it for at least 5 % of agents.")
-    return FigureBlock("tradeoff", "Power against per-agent throughput", caption, _to_dict(fig), missing)
-
-
-def power_figure(runs: Sequence[RunData], max_points: int) -> FigureBlock:
-    """Total GPU power over time per run: 1 s means, and (a button away) the finest samples."""
-    fig = go.Figure()
-    missing, notes = [], []
-    fine_traces: list[bool] = []
-    span = max((r.duration_s for r in runs), default=0.0)
-    mean_s = max(1.0, span / max_points)  # 1 s means unless that would exceed max_points
-    for i, run in enumerate(runs):
-        total, kinds, n = total_power(run)
-        if len(total) < 2:
-            missing.append(run.label)
-            continue
-        fine, width = bin_means(total, max_points)
-        means = window_means(total, mean_s)
-        words = " + ".join(_FINEST_WORDS.get(k, k) for k in sorted(kinds))
-        notes.append(f"{run.label}: {n} GPU{'s' if n != 1 else ''}, {words}" + (f" (shown as {_seconds(width)} bin means)" if width else ""))
-        fig.add_trace(go.Scatter(x=means.t_s, y=means.values, mode="lines", name=run.label, legendgroup=run.label,
-                                 line={"color": _color(i), "width": 1.8},
-                                 hovertemplate=f"{run.label}: %{{y:.0f}} W ({mean_s:g} s mean) at %{{x:.1f}} s<extra></extra>"))
-        fig.add_trace(go.Scattergl(x=fine.t_s, y=fine.values, mode="lines", name=run.label, legendgroup=run.label, visible=False,
-                                   line={"color": _color(i), "width": 1.0},
-                                   hovertemplate=f"{run.label}: %{{y:.0f}} W at %{{x:.2f}} s<extra></extra>"))
-        fine_traces += [False, True]
-    if not fig.data:
-        return FigureBlock("power", "GPU power over time", "", None, missing, "No power telemetry in any of these runs.")
-    buttons = [
-        {"label": f"{mean_s:g} s means", "method": "update", "args": [{"visible": [not f for f in fine_traces]}]},
-        {"label": "finest samples", "method": "update", "args": [{"visible": list(fine_traces)}]},
-    ]
-    _layout(fig, height=440, xaxis_title="time since the replay started, s", yaxis_title="GPU power, W (sum over GPUs)", hovermode="closest",
-            updatemenus=[{"type": "buttons", "direction": "right", "buttons": buttons, "x": 0.0, "xanchor": "left", "y": 1.2, "yanchor": "bottom",
-                          "showactive": True, "pad": {"r": 0, "t": 0}, "font": {"size": 11}}])
-    fig.update_layout(margin={"t": 95})
-    fig.update_yaxes(rangemode="tozero")
-    caption = (f"Power summed over each run's GPUs on a common time grid (only where every GPU has samples), from the finest "
-               f"series each GPU recorded, shown as {mean_s:g} s means; the buttons switch to the finest samples (bin means "
-               "where a run has more than the figure's point budget: they keep the energy, the area, but flatten spikes "
-               "shorter than a bin). Series: " + "; ".join(notes) + ".")
-    return FigureBlock("power", "GPU power over time", caption, _to_dict(fig), missing)
-
-
-def clock_figure(runs: Sequence[RunData], max_points: int) -> FigureBlock:
-    """SM clock over time, one panel per run, one line per instance."""
-    with_clocks = [(i, run, clock_series(run)) for i, run in enumerate(runs)]
-    have = [(i, run, c) for i, run, c in with_clocks if c]
-    missing = [run.label for _, run, c in with_clocks if not c]
-    if not have:
-        return FigureBlock("clocks", "SM clock over time", "", None, missing, "No SM clock readings in any of these runs.")
-    fig = make_subplots(rows=len(have), cols=1, shared_xaxes=True, vertical_spacing=min(0.08, 0.3 / len(have)),
-                        subplot_titles=[run.label for _, run, _ in have])
-    instances = sorted({name for _, _, c in have for name in c})
-    shown_legend: set[str] = set()
-    for row, (_, run, clocks) in enumerate(have, start=1):
-        for name, series in clocks.items():
-            shown = steps(series, max_points)
-            k = instances.index(name)
-            fig.add_trace(go.Scatter(x=shown.t_s, y=shown.values, mode="lines", line={"shape": "hv", "color": INSTANCE_COLORS[k % len(INSTANCE_COLORS)], "width": 1.5},
-                                     name=name, legendgroup=name, showlegend=name not in shown_legend,
-                                     hovertemplate=f"{run.label} {name}: %{{y:.0f}} MHz at %{{x:.2f}} s<extra></extra>"), row=row, col=1)
-            shown_legend.add(name)
-        fig.update_yaxes(title_text="MHz", row=row, col=1, rangemode="tozero")
-    fig.update_xaxes(title_text="time since the replay started, s", row=len(have), col=1)
-    _layout(fig, height=140 + 170 * len(have))
-    fig.update_layout(margin={"t": 80}, legend={"y": 1.0 + 60 / (140 + 170 * len(have))})
-    caption = ("The effective SM clock each GPU reported at every poll (kept where it changed; drawn as steps). "
-               "Instances are i0, i1, … in endpoint order (the gateway's ids); NVML GPUs are host/gpuN.")
-    return FigureBlock("clocks", "SM clock over time", caption, _to_dict(fig), missing)
-
-
-def _clock_buckets(clocks: set[float]) -> Callable[[float], tuple[float, str]]:
-    """Exact clock levels when there are few, else 100 MHz ranges (sort key, label)."""
-    if len(clocks) <= 12:
-        return lambda c: (c, f"{c:.0f} MHz")
-    return lambda c: (float(int(c // 100) * 100), f"{int(c // 100) * 100}–{int(c // 100) * 100 + 99} MHz")
-
-
-def time_at_clock_figure(runs: Sequence[RunData]) -> FigureBlock:
-    """Share of GPU time at each SM clock, one stacked bar per run."""
-    per_run = [(run, time_at_clock_s(run)) for run in runs]
-    missing = [run.label for run, t in per_run if not t]
-    have = [(run, t) for run, t in per_run if t]
-    if not have:
-        return FigureBlock("time-at-clock", "Time at each SM clock", "", None, missing, "No SM clock readings in any of these runs.")
-    bucket = _clock_buckets({c for _, t in have for c in t})
-    shares: dict[tuple[float, str], list[float]] = {}
-    seconds: dict[tuple[float, str], list[float]] = {}
-    for j, (_, t) in enumerate(have):
-        total = sum(t.values())
-        for clock, s in t.items():
-            key = bucket(clock)
-            shares.setdefault(key, [0.0] * len(have))[j] += 100.0 * s / total if total else 0.0
-            seconds.setdefault(key, [0.0] * len(have))[j] += s
-    keys = sorted(shares)
-    lo, hi = keys[0][0], keys[-1][0]
-    fig = go.Figure()
-    labels = [run.label for run, _ in have]
-    for key in keys:
-        frac = 0.0 if hi == lo else (key[0] - lo) / (hi - lo)
-        color = _viridis(frac)
-        fig.add_trace(go.Bar(y=labels, x=shares[key], orientation="h", name=key[1], marker={"color": color},
-                             customdata=seconds[key], hovertemplate=f"%{{y}}: {key[1]}, %{{x:.1f}} % (%{{customdata:.1f}} GPU-s)<extra></extra>"))
-    _layout(fig, height=140 + 48 * len(have), barmode="stack", xaxis_title="share of GPU time over the replay, %",
-            legend={"orientation": "h", "y": -0.35 if len(have) < 4 else -0.2, "yanchor": "top", "x": 0, "traceorder": "normal"})
-    fig.update_layout(margin={"l": 140, "r": 30, "t": 20, "b": 110})
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(range=[0, 100])
-    caption = ("How long the GPUs sat at each SM clock between the replay's start and end, from the polled clock "
-               "(each reading holds until the next), summed over GPUs; darker is slower. The emulator parks an idle GPU "
-               "at its lowest clock, so idle time shows as the lowest level.")
-    return FigureBlock("time-at-clock", "Time at each SM clock", caption, _to_dict(fig), missing)
-
-
-def _viridis(frac: float) -> str:
-    from plotly.colors import sample_colorscale
-
-    return str(sample_colorscale("Viridis", [min(1.0, max(0.0, 0.12 + 0.85 * frac))])[0])
+    return FigureBlock("tradeoff", "Power against per-agent throughput", caption, to_dict(fig), missing)
 
 
 def _agent_rates(run: RunData) -> np.ndarray:
@@ -329,20 +71,20 @@ def throughput_cdf_figure(runs: Sequence[RunData], slo_tok_s: float, max_points:
         if len(x) == 0:
             missing.append(run.label)
             continue
-        fig.add_trace(go.Scatter(x=x, y=y * 100, mode="lines", line={"shape": "hv", "color": _color(i), "width": 2}, name=run.label,
+        fig.add_trace(go.Scatter(x=x, y=y * 100, mode="lines", line={"shape": "hv", "color": run_color(i), "width": 2}, name=run.label,
                                  hovertemplate=f"{run.label}: %{{y:.1f}} % of agents at ≤ %{{x:.1f}} tok/s<extra></extra>"))
     if not fig.data:
         return FigureBlock("agent-cdf", "Per-agent throughput", "", None, missing, "No sessions in any of these runs.")
     fig.add_vline(x=slo_tok_s, line_dash="dash", line_color="#c0392b", annotation_text=f"SLO {slo_tok_s:g} tok/s", annotation_position="top right")
     fig.add_hline(y=5, line_dash="dot", line_color="#777", annotation_text="P5", annotation_position="bottom right")
-    _layout(fig, height=420, xaxis_title="per-agent output throughput, tok/s (output tokens / time waiting on the LLM)",
+    layout(fig, height=420, xaxis_title="per-agent output throughput, tok/s (output tokens / time waiting on the LLM)",
             yaxis_title="agents at or below, %")
     fig.update_yaxes(range=[0, 100.5])
     fig.update_xaxes(rangemode="tozero")
     caption = ("Cumulative distribution of each agent's output tokens over its LLM time (tool time excluded), over every "
                "session that sent a request. Where a curve crosses the dotted 5 % line is its P5; agents left of the "
                "dashed line miss the SLO.")
-    return FigureBlock("agent-cdf", "Per-agent throughput", caption, _to_dict(fig), missing)
+    return FigureBlock("agent-cdf", "Per-agent throughput", caption, to_dict(fig), missing)
 
 
 def _ok_column(run: RunData, column: str) -> np.ndarray:
@@ -363,10 +105,10 @@ def latency_figure(runs: Sequence[RunData], max_points: int) -> FigureBlock:
         if len(ttft_x) == 0:
             missing.append(run.label)
             continue
-        fig.add_trace(go.Scatter(x=ttft_x, y=ttft_y * 100, mode="lines", line={"shape": "hv", "color": _color(i)}, name=run.label, legendgroup=run.label,
+        fig.add_trace(go.Scatter(x=ttft_x, y=ttft_y * 100, mode="lines", line={"shape": "hv", "color": run_color(i)}, name=run.label, legendgroup=run.label,
                                  hovertemplate=f"{run.label}: %{{y:.1f}} % ≤ %{{x:.1f}} ms<extra></extra>"), row=1, col=1)
         if len(itl_x):
-            fig.add_trace(go.Scatter(x=itl_x, y=itl_y * 100, mode="lines", line={"shape": "hv", "color": _color(i)}, name=run.label, legendgroup=run.label,
+            fig.add_trace(go.Scatter(x=itl_x, y=itl_y * 100, mode="lines", line={"shape": "hv", "color": run_color(i)}, name=run.label, legendgroup=run.label,
                                      showlegend=False, hovertemplate=f"{run.label}: %{{y:.1f}} % ≤ %{{x:.2f}} ms<extra></extra>"), row=1, col=2)
     if not fig.data:
         return FigureBlock("latency", "Latency distributions", "", None, missing, "No successful requests in any of these runs.")
@@ -374,98 +116,11 @@ def latency_figure(runs: Sequence[RunData], max_points: int) -> FigureBlock:
     fig.update_xaxes(type="log", title_text="median per-token gap of a request, ms (log)", row=1, col=2)
     fig.update_yaxes(title_text="requests at or below, %", range=[0, 100.5], row=1, col=1)
     fig.update_yaxes(range=[0, 100.5], row=1, col=2)
-    _layout(fig, height=440)
+    layout(fig, height=440)
     fig.update_layout(margin={"t": 80}, legend={"y": 1.12})
     caption = ("Cumulative distributions over requests that succeeded. ITL is each request's median per-token gap "
                "(tokens arriving together in one chunk split its gap evenly); the simulator records no per-token times.")
-    return FigureBlock("latency", "Latency distributions", caption, _to_dict(fig), missing)
-
-
-def engine_figure(runs: Sequence[RunData], max_points: int) -> FigureBlock:
-    """KV-cache usage, running and waiting requests over time."""
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        subplot_titles=["KV-cache usage (mean over instances)", "requests running (sum over instances)", "requests waiting (sum over instances)"])
-    missing, sources = [], []
-    for i, run in enumerate(runs):
-        frame, by, source = _per_instance(run, ("kv_usage_frac", "num_running", "num_waiting"))
-        if frame is None:
-            missing.append(run.label)
-            continue
-        sources.append(f"{run.label}: {source}")
-        for row, (column, mean, scale, unit) in enumerate((("kv_usage_frac", True, 100.0, "%"), ("num_running", False, 1.0, ""), ("num_waiting", False, 1.0, "")), start=1):
-            if column not in frame.columns:
-                continue
-            series = _summed(frame, by, column, mean=mean)
-            if len(series) < 2:
-                continue
-            shown, _ = bin_means(series, max_points)
-            fig.add_trace(go.Scatter(x=shown.t_s, y=shown.values * scale, mode="lines", line={"color": _color(i), "width": 1.3},
-                                     name=run.label, legendgroup=run.label, showlegend=row == 1,
-                                     hovertemplate=f"{run.label}: %{{y:.1f}}{unit} at %{{x:.1f}} s<extra></extra>"), row=row, col=1)
-    if not fig.data:
-        return FigureBlock("engine", "Engine state over time", "", None, missing, "No engine metrics (engine.parquet) or control log in any of these runs.")
-    fig.update_yaxes(title_text="%", rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title_text="requests", rangemode="tozero", row=2, col=1)
-    fig.update_yaxes(title_text="requests", rangemode="tozero", row=3, col=1)
-    fig.update_xaxes(title_text="time since the replay started, s", row=3, col=1)
-    _layout(fig, height=680)
-    fig.update_layout(margin={"t": 80}, legend={"y": 1.06})
-    caption = ("The engines' own gauges (vLLM names; the emulator reports the same), scraped about once a second, "
-               "combined over instances on a common grid. Sources: " + "; ".join(sources) + ".")
-    return FigureBlock("engine", "Engine state over time", caption, _to_dict(fig), missing)
-
-
-def control_figure(runs: Sequence[RunData], max_points: int) -> FigureBlock:
-    """The gateway's decisions: target clock, resident context and held agents, per epoch."""
-    have = [(i, run, run.control) for i, run in enumerate(runs) if run.control is not None and len(run.control)]
-    missing = [run.label for run in runs if run.control is None or not len(run.control)]
-    if not have:
-        return FigureBlock("control", "Control decisions", "", None, missing, "No control.parquet in any of these runs (they ran without --policy).")
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        subplot_titles=["clock the policy asked for (per instance)", "resident context U/Umax (per instance)", "agents held at the gateway + pending admission"])
-    instances = sorted({str(x) for _, _, c in have for x in c["instance_id"].unique()})
-    for i, run, c in have:
-        for key, rows in c.groupby("instance_id", sort=True):
-            name = str(key)
-            dash = _INSTANCE_DASHES[instances.index(name) % len(_INSTANCE_DASHES)]
-            target = Series.of(rows["t_s"].to_numpy(), rows["target_clock_mhz"].to_numpy(dtype=np.float64)) if "target_clock_mhz" in rows else Series.of(np.array([]), np.array([]))
-            if len(target):
-                shown = steps(target, max_points)
-                fig.add_trace(go.Scatter(x=shown.t_s, y=shown.values, mode="lines", line={"shape": "hv", "color": _color(i), "dash": dash, "width": 1.5},
-                                         name=f"{run.label} {name}", legendgroup=run.label, showlegend=True,
-                                         hovertemplate=f"{run.label} {name}: %{{y:.0f}} MHz at %{{x:.1f}} s<extra></extra>"), row=1, col=1)
-            if "context_frac" in rows:
-                ctx, _ = bin_means(Series.of(rows["t_s"].to_numpy(), rows["context_frac"].to_numpy(dtype=np.float64)), max_points)
-                fig.add_trace(go.Scatter(x=ctx.t_s, y=ctx.values * 100, mode="lines", line={"color": _color(i), "dash": dash, "width": 1.3},
-                                         name=f"{run.label} {name}", legendgroup=run.label, showlegend=False,
-                                         hovertemplate=f"{run.label} {name}: U/Umax %{{y:.1f}} % at %{{x:.1f}} s<extra></extra>"), row=2, col=1)
-        waiting = _held_and_pending(c)
-        if len(waiting):
-            shown = steps(waiting, max_points)
-            fig.add_trace(go.Scatter(x=shown.t_s, y=shown.values, mode="lines", line={"shape": "hv", "color": _color(i), "width": 1.5},
-                                     name=run.label, legendgroup=run.label, showlegend=False,
-                                     hovertemplate=f"{run.label}: %{{y:.0f}} agents waiting at %{{x:.1f}} s<extra></extra>"), row=3, col=1)
-    fig.update_yaxes(title_text="MHz", rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title_text="%", rangemode="tozero", row=2, col=1)
-    fig.update_yaxes(title_text="agents", rangemode="tozero", row=3, col=1)
-    fig.update_xaxes(title_text="time since the replay started, s", row=3, col=1)
-    _layout(fig, height=740)
-    fig.update_layout(margin={"t": 90}, legend={"y": 1.05})
-    caption = ("One row of control.parquet per instance per control epoch: the SM clock the policy set (solid, dotted, dashed: "
-               "i0, i1, i2, …), U/Umax (the context of the agents active on the instance over its KV capacity; KAIROS's "
-               "signal) and the agents the gateway held between turns or had not yet admitted.")
-    return FigureBlock("control", "Control decisions", caption, _to_dict(fig), missing)
-
-
-def _held_and_pending(control: pd.DataFrame) -> Series:
-    """Held agents summed over instances plus the gateway-wide pending count, per epoch."""
-    if "epoch" not in control.columns:
-        return Series.of(np.array([]), np.array([]))
-    by_epoch = control.groupby("epoch", sort=True)
-    t = by_epoch["t_s"].min().to_numpy()
-    held = by_epoch["held_agents"].sum().to_numpy(dtype=np.float64) if "held_agents" in control else np.zeros(len(t))
-    pending = by_epoch["pending_agents"].max().to_numpy(dtype=np.float64) if "pending_agents" in control else np.zeros(len(t))
-    return Series.of(t, np.nan_to_num(held) + np.nan_to_num(pending))
+    return FigureBlock("latency", "Latency distributions", caption, to_dict(fig), missing)
 
 
 def build_figures(runs: Sequence[RunData], values: Sequence[dict[str, Any]], *, slo_tok_s: float, max_points: int = 2000) -> list[FigureBlock]:

@@ -12,16 +12,14 @@ energy is recomputed over the replay window with ``kairosbench.replay.run_energy
 function that wrote the run's summary), so a run without a summary (killed, or written before
 the profiler was wired in) gets the same figures.
 
-``kairosbench sim --out DIR`` writes one directory per policy (``summary.json``,
-``requests/sessions/power/control.parquet`` in the simulator's own columns, virtual seconds);
-:func:`load_sim` maps them onto the same shape (status ``simulated``).
+``kairosbench sim --out`` directories are found here too (:func:`find_inputs`) and read by
+``sim_output.load_sim``; the shape both produce is ``rundata.RunData``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +31,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kairosbench.errors import InputError
+from kairosbench.report.manifest_info import run_info
+from kairosbench.report.rundata import Energy, RunData, read_json_object, unique_labels
 
 __all__ = [
     "Energy",
@@ -41,61 +41,19 @@ __all__ = [
     "load_input",
     "load_run",
     "load_sim",
+    "replay_window_ns",
     "unique_labels",
 ]
 
+
+def load_sim(sim_dir: Path) -> RunData:
+    """One policy directory of ``kairosbench sim --out`` (see ``sim_output``)."""
+    from kairosbench.report.sim_output import load_sim as _load_sim
+
+    return _load_sim(Path(sim_dir))
+
 _POWER_COLUMNS = ("t_ns", "host", "gpu", "source", "kind", "power_w", "power_avg_w", "energy_j", "sm_clock_mhz")
 _ENGINE_COLUMNS = ("kv_usage_frac", "num_running", "num_waiting", "preemptions_total", "recomputed_tokens", "recomputed_tokens_total")
-
-
-@dataclass(frozen=True, slots=True)
-class Energy:
-    """GPU energy over the replay window, summed over GPUs (J, W, s)."""
-
-    energy_j: float | None
-    avg_power_w: float | None
-    window_s: float
-    method: str  # counter | integral | simulator
-    gpus: int
-    finest: str = ""  # the power series integrated: buffer | power_w | power_avg_w | bin
-    energy_counter_j: float | None = None
-    energy_integrated_j: float | None = None
-    disagreement_frac: float | None = None
-    flagged: bool = False
-    idle_power_w: float | None = None
-    idle_origin: str = ""
-    energy_above_idle_j: float | None = None
-
-
-@dataclass
-class RunData:
-    """One run (or one simulated policy), read from its directory.
-
-    Frames are ``None`` when the run has no such file. ``t_s`` columns are seconds since the
-    replay's start. ``info`` holds the header facts the report compares across runs.
-    """
-
-    path: Path
-    source: str  # run | sim
-    policy: str
-    status: str  # completed | interrupted | failed | running | simulated
-    info: dict[str, Any]
-    requests: pa.Table
-    sessions: pa.Table
-    duration_s: float
-    slo_tok_s: float
-    power: pd.DataFrame | None = None  # t_s, gpu, kind, power_w, power_avg_w, energy_j, sm_clock_mhz
-    engine: pd.DataFrame | None = None  # t_s, instance, kv_usage_frac, num_running, num_waiting, counters
-    control: pd.DataFrame | None = None  # control.parquet with t_s
-    energy: Energy | None = None
-    notes: list[str] = field(default_factory=list)
-    label: str = ""
-
-    @property
-    def finished_agents(self) -> int:
-        if self.sessions.num_rows == 0:
-            return 0
-        return int(pc.sum(pc.equal(self.sessions["status"], "completed")).as_py() or 0)
 
 
 def find_inputs(paths: list[Path]) -> list[Path]:
@@ -157,39 +115,12 @@ def _sim_policy_dirs(p: Path) -> list[Path]:
 
 def load_input(path: Path) -> RunData:
     """A run directory or a sim policy directory."""
-    return load_run(path) if _is_run(path) else load_sim(path)
+    from kairosbench.report.sim_output import load_sim
 
-
-def unique_labels(runs: list[RunData]) -> list[str]:
-    """Each run's label: its policy, with the directory name added where two runs share a policy."""
-    counts: dict[str, int] = {}
-    for r in runs:
-        counts[r.policy] = counts.get(r.policy, 0) + 1
-    labels = []
-    for r in runs:
-        labels.append(r.policy if counts[r.policy] == 1 else f"{r.policy} ({r.path.name})")
-    seen: dict[str, int] = {}
-    out = []
-    for label in labels:  # two runs in same-named directories: number them
-        n = seen.get(label, 0)
-        seen[label] = n + 1
-        out.append(label if n == 0 else f"{label} #{n + 1}")
-    return out
+    return load_run(Path(path)) if _is_run(Path(path)) else load_sim(Path(path))
 
 
 # ---- kairosbench run directories -------------------------------------------------------------
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc.msg})", path=str(path), line=exc.lineno) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from None
-    if not isinstance(data, dict):
-        raise InputError("expected a JSON object", path=str(path))
-    return data
 
 
 def _read_records(run_dir: Path, name: str, notes: list[str]) -> pa.Table:
@@ -322,75 +253,10 @@ def _run_energy(power: pa.Table, meta: dict[str, Any], manifest: dict[str, Any],
     )
 
 
-def _hardware(manifest: dict[str, Any]) -> str:
-    services = manifest.get("services") or {}
-    emulator = services.get("emulator")
-    config = manifest.get("config") or {}
-    if emulator:
-        return f"{emulator.get('instances', '?')} × emulated {emulator.get('gpu', '?')}"
-    gpus = manifest.get("gpu") or []
-    names = [str(g["name"]) for g in gpus if isinstance(g, dict) and g.get("name")]
-    endpoints = len(config.get("endpoint") or [])
-    where = f"{endpoints} endpoint{'s' if endpoints != 1 else ''}"
-    if names:
-        counts: dict[str, int] = {}
-        for n in names:
-            counts[n] = counts.get(n, 0) + 1
-        local = ", ".join(f"{c} × {n}" for n, c in counts.items())
-        return f"{where}; this host: {local}"
-    return f"{where} (GPU not recorded)"
-
-
-def _telemetry_kinds(sources: list[Any]) -> str | None:
-    """``["emulator:http://127.0.0.1:8001", "emulator:http://..."]`` -> ``emulator × 2`` (URLs differ per run)."""
-    counts: dict[str, int] = {}
-    for source in sources:
-        kind = str(source).split(":", 1)[0]
-        counts[kind] = counts.get(kind, 0) + 1
-    return ", ".join(f"{k} × {n}" if n > 1 else k for k, n in counts.items()) or None
-
-
-def _run_info(manifest: dict[str, Any], run_dir: Path, policy: str, status: str) -> dict[str, Any]:
-    config = manifest.get("config") or {}
-    effective = manifest.get("effective") or {}
-    workload = manifest.get("workload") or {}
-    services = manifest.get("services") or {}
-    emulator = services.get("emulator") or {}
-    endpoints = manifest.get("endpoints") or []
-    model = emulator.get("model") or config.get("model") or next((e.get("model") for e in endpoints if isinstance(e, dict) and e.get("model")), None)
-    profiler = services.get("profiler") or {}
-    meta = workload.get("meta") or {}
-    return {
-        "source": "run",
-        "run_dir": str(run_dir),
-        "policy": policy,
-        "status": status,
-        "error": manifest.get("error"),
-        "workload_name": meta.get("name") or (Path(workload["path"]).stem if workload.get("path") else None),
-        "workload_path": workload.get("path"),
-        "workload_sha256": workload.get("sha256"),
-        "workload_sessions": workload.get("sessions"),
-        "time_scale": effective.get("time_scale", config.get("time_scale")),
-        "arrival": effective.get("arrival", config.get("arrival")),
-        "max_sessions": config.get("max_sessions"),
-        "duration_limit_s": config.get("duration_s"),
-        "instances": emulator.get("instances") or len(config.get("endpoint") or []) or None,
-        "hardware": _hardware(manifest),
-        "model": model,
-        "slo_tok_s": effective.get("slo_tok_s", config.get("slo_tok_s")),
-        "start": manifest.get("start"),
-        "end": manifest.get("end"),
-        "versions": manifest.get("versions") or {},
-        "host": (manifest.get("host") or {}).get("hostname"),
-        "telemetry": _telemetry_kinds(profiler.get("sources") or []),
-        "epoch_s": config.get("epoch_s") if config.get("policy") else None,
-    }
-
-
 def load_run(run_dir: Path) -> RunData:
     """One ``kairosbench run`` directory."""
     run_dir = Path(run_dir)
-    manifest = _read_json(run_dir / "manifest.json")
+    manifest = read_json_object(run_dir / "manifest.json")
     notes: list[str] = []
     config = manifest.get("config") or {}
     policy = str(config.get("policy") or "none")
@@ -411,7 +277,7 @@ def load_run(run_dir: Path) -> RunData:
     duration_s = (t1 - t0) / 1e9
     effective = manifest.get("effective") or {}
     slo = float(effective.get("slo_tok_s", config.get("slo_tok_s", 20.0)) or 20.0)
-    run = RunData(path=run_dir, source="run", policy=policy, status=status, info=_run_info(manifest, run_dir, policy, status),
+    run = RunData(path=run_dir, source="run", policy=policy, status=status, info=run_info(manifest, run_dir, policy, status),
                   requests=requests, sessions=sessions, duration_s=duration_s, slo_tok_s=slo, notes=notes)
     instances = _instance_names(manifest)
 
@@ -435,122 +301,3 @@ def load_run(run_dir: Path) -> RunData:
     return run
 
 
-# ---- kairosbench sim output ------------------------------------------------------------------
-
-
-def _sim_requests(df: pd.DataFrame) -> pa.Table:
-    """The simulator's request records in the replay's columns (what ``summarize`` reads)."""
-    from kairosbench.replay.records import REQUEST_COLUMNS, schema_of
-
-    n = len(df)
-    nan = np.full(n, np.nan)
-
-    def col(name: str) -> np.ndarray:
-        return df[name].to_numpy(dtype=np.float64) if name in df.columns else nan.copy()
-
-    out_tokens = col("output_tokens")
-    first, end = col("t_first_token_s"), col("t_end_s")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(out_tokens > 1, (end - first) / (out_tokens - 1), np.nan)
-    status = df["status"].astype(str).replace({"unfinished": "cancelled"}) if n else pd.Series([], dtype=str)
-    schema = schema_of(REQUEST_COLUMNS, "requests")
-    data: dict[str, Any] = {c.name: pa.nulls(n, type=c.type) for c in REQUEST_COLUMNS}
-    data.update({
-        "session_id": pa.array(df["session_id"].astype(str).tolist() if n else [], pa.string()),
-        "turn_index": pa.array(df["turn_index"].tolist() if n else [], pa.int32()),
-        "attempt": pa.array(df["attempt"].tolist() if "attempt" in df and n else [0] * n, pa.int32()),
-        "t_start_ns": pa.array(np.round(np.nan_to_num(col("t_submit_s")) * 1e9).astype(np.int64), pa.int64()),
-        "ttft_s": pa.array(col("ttft_s"), pa.float64(), from_pandas=True),
-        "tpot_s": pa.array(tpot, pa.float64(), from_pandas=True),
-        "itl_mean_s": pa.array(tpot, pa.float64(), from_pandas=True),
-        "e2e_s": pa.array(col("e2e_s"), pa.float64(), from_pandas=True),
-        "output_tokens": pa.array(out_tokens, pa.float64(), from_pandas=True).cast(pa.int64(), safe=False),
-        "status": pa.array(status.tolist(), pa.string()),
-    })
-    return pa.Table.from_arrays([data[c.name] for c in REQUEST_COLUMNS], schema=schema)
-
-
-def _sim_sessions(df: pd.DataFrame, requests: pd.DataFrame) -> pa.Table:
-    from kairosbench.replay.records import SESSION_COLUMNS, schema_of
-
-    n = len(df)
-    per_session = requests.groupby("session_id").size() if len(requests) else pd.Series(dtype=int)
-    schema = schema_of(SESSION_COLUMNS, "sessions")
-    data: dict[str, Any] = {c.name: pa.nulls(n, type=c.type) for c in SESSION_COLUMNS}
-    if n:
-        llm = df["llm_time_s"].to_numpy(dtype=np.float64)
-        out = df["output_tokens"].to_numpy(dtype=np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rate = np.where(llm > 0, out / llm, np.nan)
-        data.update({
-            "session_id": pa.array(df["session_id"].astype(str).tolist(), pa.string()),
-            "workload_session_id": pa.array(df["session_id"].astype(str).tolist(), pa.string()),
-            "agent_kind": pa.array(df["agent_kind"].astype(str).tolist(), pa.string()),
-            "turns_done": pa.array(df["turns_done"].tolist(), pa.int32()),
-            "turns_total": pa.array(df["turns_total"].tolist(), pa.int32()),
-            "requests": pa.array([int(per_session.get(s, 0)) for s in df["session_id"]], pa.int32()),
-            "output_tokens": pa.array(out.astype(np.int64), pa.int64()),
-            "llm_time_s": pa.array(llm, pa.float64()),
-            "output_tok_s": pa.array(rate, pa.float64(), from_pandas=True),
-            "status": pa.array(df["status"].astype(str).tolist(), pa.string()),
-        })
-    return pa.Table.from_arrays([data[c.name] for c in SESSION_COLUMNS], schema=schema)
-
-
-def _read_parquet_pd(path: Path) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
-    try:
-        return pd.read_parquet(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"cannot read: {exc}", path=str(path)) from None
-
-
-def load_sim(sim_dir: Path) -> RunData:
-    """One policy directory of ``kairosbench sim --out`` (virtual time, seconds from 0)."""
-    sim_dir = Path(sim_dir)
-    summary = _read_json(sim_dir / "summary.json")
-    notes = ["simulated in virtual time by kairosbench sim: no real requests, the engine and GPU are models"]
-    policy = str(summary.get("policy") or sim_dir.name)
-    req_df = _read_parquet_pd(sim_dir / "requests.parquet")
-    ses_df = _read_parquet_pd(sim_dir / "sessions.parquet")
-    req_df = req_df if req_df is not None else pd.DataFrame(columns=["session_id", "turn_index", "status"])
-    ses_df = ses_df if ses_df is not None else pd.DataFrame(columns=["session_id", "agent_kind", "status"])
-    duration_s = float(summary.get("duration_s") or 0.0)
-    slo = float(summary.get("slo_tok_s") or 20.0)
-    power_df = _read_parquet_pd(sim_dir / "power.parquet")
-    instances = int(power_df["instance"].nunique()) if power_df is not None and len(power_df) else None
-    info: dict[str, Any] = {
-        "source": "sim", "run_dir": str(sim_dir), "policy": policy, "status": "simulated", "error": None,
-        "workload_name": None, "workload_path": None, "workload_sha256": None, "workload_sessions": None,
-        "time_scale": None, "arrival": None, "max_sessions": None, "duration_limit_s": None,
-        "instances": instances, "hardware": f"{instances or '?'} × emulated GPU (preset not recorded by kairosbench sim)",
-        "model": None, "slo_tok_s": summary.get("slo_tok_s"), "start": None, "end": None, "versions": {}, "host": None,
-        "telemetry": "simulator (1 s bins)", "epoch_s": None,
-    }
-    run = RunData(path=sim_dir, source="sim", policy=policy, status="simulated", info=info,
-                  requests=_sim_requests(req_df), sessions=_sim_sessions(ses_df, req_df),
-                  duration_s=duration_s, slo_tok_s=slo, notes=notes)
-    notes.append("kairosbench sim records no workload, time scale or GPU preset in its output; no per-token times (ITL)")
-    if power_df is not None and len(power_df):
-        pw = pd.DataFrame({
-            "t_s": power_df["t_s"].to_numpy(dtype=np.float64),
-            "gpu": [f"i{int(k)}" for k in power_df["instance"]],
-            "kind": "bin",
-            "power_w": power_df["power_w"].to_numpy(dtype=np.float64),
-            "power_avg_w": np.nan,
-            "energy_j": power_df["energy_j"].to_numpy(dtype=np.float64),
-            "sm_clock_mhz": power_df["sm_clock_mhz"].to_numpy(dtype=np.float64),
-        })
-        run.power = pw.sort_values("t_s", kind="stable").reset_index(drop=True)
-    else:
-        notes.append("no power telemetry in this simulation (no power.parquet)")
-    energy_j = summary.get("energy_j")
-    if isinstance(energy_j, (int, float)) and duration_s > 0:
-        run.energy = Energy(energy_j=float(energy_j), avg_power_w=float(energy_j) / duration_s, window_s=duration_s,
-                            method="simulator", gpus=instances or 0, finest="bin")
-    control = _read_parquet_pd(sim_dir / "control.parquet")
-    if control is not None and len(control):
-        control["t_s"] = control["t_ns"].to_numpy(dtype=np.float64) / 1e9
-        run.control = control.sort_values("t_s", kind="stable").reset_index(drop=True)
-    return run
