@@ -155,3 +155,32 @@ def test_manifest_from_a_real_run_shape(tmp_path: Path) -> None:
     assert info["time_scale"] == 0.2 and info["hardware"] == "2 × emulated h100-sxm"
     assert info["telemetry"] == "emulator × 2"
     assert json.loads((tmp_path / "r" / "manifest.json").read_text())["status"] == "completed"
+
+
+def test_header_facts_of_a_killed_embedded_run_and_a_locust_process(tmp_path: Path) -> None:
+    from kairosbench.report.manifest_info import run_info
+
+    killed = {"status": "running", "config": {"endpoint": [], "instances": 2, "emulator_gpu": "h100-sxm", "emulator_model": "m"}}
+    info = run_info(killed, tmp_path, "none", "running")
+    assert info["hardware"] == "2 × emulated h100-sxm" and info["model"] == "m" and info["instances"] == 2
+    locust = {"driver": "locust", "endpoint": {"base_url": "http://h:8000", "model": "mock-model"}, "config": {"time_scale": 1.0}}
+    info = run_info(locust, tmp_path, "none", "completed")
+    assert info["hardware"] == "1 endpoint (GPU not recorded)" and info["model"] == "mock-model" and info["driver"] == "locust"
+
+
+def test_a_run_without_sessions_has_no_throughput(tmp_path: Path) -> None:
+    d = write_run_dir(tmp_path / "r", SyntheticRun(status="failed"))
+    (d / "requests.parquet").unlink()
+    (d / "sessions.parquet").unlink()
+    v = run_values(load_run(d), 20.0)
+    assert v["job_throughput_per_min"] is None and v["errors"] is None
+
+
+def test_nvml_gpus_are_named_by_host_and_idle_is_measured(tmp_path: Path) -> None:
+    spec = SyntheticRun(power_source="nvml", power_w=(400.0, 300.0), idle_power_w=60.0, lead_in_s=2.0)
+    run = load_run(write_run_dir(tmp_path / "r", spec))
+    assert set(run.power["gpu"]) == {"gpu-node/gpu0", "gpu-node/gpu1"}
+    assert run.energy is not None and run.energy.avg_power_w == pytest.approx(700.0, rel=1e-6)
+    assert run.energy.idle_origin == "measured"  # no preset: the lowest 1 s mean of the lead-in
+    assert run.energy.idle_power_w == pytest.approx(120.0, rel=1e-3)
+    assert run.info["telemetry"] == "nvml"

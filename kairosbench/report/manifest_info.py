@@ -13,15 +13,27 @@ from typing import Any
 __all__ = ["run_info"]
 
 
+def _endpoints(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The endpoints a run drove: ``endpoints`` (kairosbench run) or ``endpoint`` (a Locust process)."""
+    many = manifest.get("endpoints")
+    if isinstance(many, list):
+        return [e for e in many if isinstance(e, dict)]
+    one = manifest.get("endpoint")
+    return [one] if isinstance(one, dict) else []
+
+
 def _hardware(manifest: dict[str, Any]) -> str:
     services = manifest.get("services") or {}
     emulator = services.get("emulator")
     config = manifest.get("config") or {}
     if emulator:
         return f"{emulator.get('instances', '?')} × emulated {emulator.get('gpu', '?')}"
+    if "endpoint" in config and not config.get("endpoint") and config.get("emulator_gpu"):
+        # the embedded emulator of a run killed before its services were recorded
+        return f"{config.get('instances') or 1} × emulated {config['emulator_gpu']}"
     gpus = manifest.get("gpu") or []
     names = [str(g["name"]) for g in gpus if isinstance(g, dict) and g.get("name")]
-    endpoints = len(config.get("endpoint") or [])
+    endpoints = len(config.get("endpoint") or []) or len(_endpoints(manifest))
     where = f"{endpoints} endpoint{'s' if endpoints != 1 else ''}"
     if names:
         counts: dict[str, int] = {}
@@ -48,8 +60,10 @@ def run_info(manifest: dict[str, Any], run_dir: Path, policy: str, status: str) 
     workload = manifest.get("workload") or {}
     services = manifest.get("services") or {}
     emulator = services.get("emulator") or {}
-    endpoints = manifest.get("endpoints") or []
-    model = emulator.get("model") or config.get("model") or next((e.get("model") for e in endpoints if isinstance(e, dict) and e.get("model")), None)
+    endpoints = _endpoints(manifest)
+    embedded = "endpoint" in config and not config.get("endpoint")  # no --endpoint: kairosbench run's own emulator
+    model = (emulator.get("model") or (config.get("emulator_model") if embedded else None) or config.get("model")
+             or next((e.get("model") for e in endpoints if e.get("model")), None))
     profiler = services.get("profiler") or {}
     meta = workload.get("meta") or {}
     return {
@@ -66,7 +80,9 @@ def run_info(manifest: dict[str, Any], run_dir: Path, policy: str, status: str) 
         "arrival": effective.get("arrival", config.get("arrival")),
         "max_sessions": config.get("max_sessions"),
         "duration_limit_s": config.get("duration_s"),
-        "instances": emulator.get("instances") or len(config.get("endpoint") or []) or None,
+        "instances": (emulator.get("instances") or (config.get("instances") if embedded else None)
+                      or len(config.get("endpoint") or []) or len(endpoints) or None),
+        "driver": manifest.get("driver") or "kairosbench run",
         "hardware": _hardware(manifest),
         "model": model,
         "slo_tok_s": effective.get("slo_tok_s", config.get("slo_tok_s")),

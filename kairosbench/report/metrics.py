@@ -139,7 +139,7 @@ def agent_metrics(requests: pa.Table, sessions: pa.Table, *, duration_s: float, 
 
     s = summarize(requests, sessions, duration_s=duration_s, slo_tok_s=slo_tok_s)
     errors = {k: v for k, v in s.errors_by_kind.items() if k != "cancelled"}
-    return {
+    return {  # with no sessions (or no requests) there is no throughput (or error count) to report, not a zero
         "finished_agents": float(s.sessions_completed),
         "sessions": s.sessions,
         "sessions_abandoned": s.sessions_abandoned,
@@ -148,12 +148,12 @@ def agent_metrics(requests: pa.Table, sessions: pa.Table, *, duration_s: float, 
         "p5_agent_tok_s": s.p5_agent_tok_s,
         "p50_agent_tok_s": s.p50_agent_tok_s,
         "slo_attainment_frac": s.slo_attainment,
-        "job_throughput_per_min": s.job_throughput_per_s * 60.0,
+        "job_throughput_per_min": s.job_throughput_per_s * 60.0 if s.sessions else None,
         "ttft_p50_s": s.ttft_p50_s,
         "ttft_p99_s": s.ttft_p99_s,
         "itl_p50_s": s.itl_p50_s,
         "itl_p99_s": s.itl_p99_s,
-        "errors": float(sum(errors.values())),
+        "errors": float(sum(errors.values())) if s.requests else None,
         "errors_by_kind": dict(s.errors_by_kind),
         "output_tokens": s.output_tokens,
     }
@@ -248,6 +248,7 @@ def _frac_text(frac: float | None) -> str:
 # what must match across runs for a comparison to mean something, with the words to say so
 _COMPARABLE: tuple[tuple[str, str], ...] = (
     ("source", "kind of run (real replay vs simulation)"),
+    ("driver", "load generator (kairosbench run vs Locust)"),
     ("workload_sha256", "workload"),
     ("time_scale", "time scale"),
     ("arrival", "arrival process"),

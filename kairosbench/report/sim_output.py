@@ -105,7 +105,7 @@ def load_sim(sim_dir: Path) -> RunData:
     power_df = _read_parquet_pd(sim_dir / "power.parquet")
     instances = int(power_df["instance"].nunique()) if power_df is not None and len(power_df) else None
     info: dict[str, Any] = {
-        "source": "sim", "run_dir": str(sim_dir), "policy": policy, "status": "simulated", "error": None,
+        "source": "sim", "driver": None, "run_dir": str(sim_dir), "policy": policy, "status": "simulated", "error": None,
         "workload_name": None, "workload_path": None, "workload_sha256": None, "workload_sessions": None,
         "time_scale": None, "arrival": None, "max_sessions": None, "duration_limit_s": None,
         "instances": instances, "hardware": f"{instances or '?'} × emulated GPU (preset not recorded by kairosbench sim)",

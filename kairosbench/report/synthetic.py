@@ -50,6 +50,7 @@ class SyntheticRun:
     time_scale: float = 0.2
     slo_tok_s: float = 20.0
     with_power: bool = True
+    power_source: str = "emulator"  # emulator (host:port per instance, preset idle) | nvml (one host, GPUs 0..n-1, idle measured)
     with_buffer: bool = True
     with_engine: bool = True
     with_control: bool = True
@@ -114,23 +115,23 @@ def _power(spec: SyntheticRun, t0: int) -> pa.Table:
     start = t0 - int(spec.lead_in_s * 1e9)
     end = t0 + int(spec.duration_s * 1e9) + int(0.3e9)
 
-    def add(t: int, host: str, kind: str, power: float, energy: float | None, clock: float | None) -> None:
-        values = {"t_ns": t, "host": host, "gpu": 0, "source": "emulator", "kind": kind, "power_w": power,
+    def add(t: int, host: str, gpu: int, kind: str, power: float, energy: float | None, clock: float | None) -> None:
+        values = {"t_ns": t, "host": host, "gpu": gpu, "source": spec.power_source, "kind": kind, "power_w": power,
                   "power_avg_w": power if kind == "poll" else None, "energy_j": energy, "sm_clock_mhz": clock}
         for name in rows:
             rows[name].append(values.get(name))
 
     for k in range(spec.gpus):
-        host = _endpoints(spec.gpus)[k].split("//")[1]
+        host, gpu = (_endpoints(spec.gpus)[k].split("//")[1], 0) if spec.power_source == "emulator" else ("gpu-node", k)
         level = float(spec.power_w[k])
         clock = float(spec.clock_mhz[k])
         if spec.with_buffer:
             for t in range(start, end, 20_000_000):
-                add(t, host, "buffer", spec.idle_power_w if t < t0 else level, None, None)
+                add(t, host, gpu, "buffer", spec.idle_power_w if t < t0 else level, None, None)
         for t in range(start, end, 100_000_000):
             # the counter integrates the same step function the buffer samples: idle, then the level from t0
             energy = spec.idle_power_w * (min(t, t0) - start) / 1e9 + level * max(0, t - t0) / 1e9
-            add(t, host, "poll", spec.idle_power_w if t < t0 else level, energy, 345.0 if t < t0 else clock)
+            add(t, host, gpu, "poll", spec.idle_power_w if t < t0 else level, energy, 345.0 if t < t0 else clock)
     table = pa.table(rows, schema=POWER_SCHEMA.remove_metadata())
     return table.sort_by([("t_ns", "ascending")])
 
@@ -197,8 +198,10 @@ def write_run_dir(run_dir: Path, spec: SyntheticRun | None = None) -> Path:
         "gpu": None,
         "services": {
             "emulator": {"instances": spec.gpus, "gpu": "h100-sxm", "model": "qwen3-coder-30b-a3b-fp8", "endpoints": endpoints},
-            "profiler": {"sources": [f"emulator:{u}" for u in endpoints] if spec.with_power else [], "measure_idle": True, "tolerance_frac": 0.02,
-                         "idle_presets": {f"{u.split('//')[1]}/0/emulator": {"power_w": spec.idle_power_w, "detail": "synthetic"} for u in endpoints}},
+            "profiler": {"sources": ([f"emulator:{u}" for u in endpoints] if spec.power_source == "emulator" else ["nvml"]) if spec.with_power else [],
+                         "measure_idle": True, "tolerance_frac": 0.02,
+                         "idle_presets": {f"{u.split('//')[1]}/0/emulator": {"power_w": spec.idle_power_w, "detail": "synthetic"}
+                                          for u in endpoints} if spec.power_source == "emulator" else {}},
         },
     }
     if spec.with_summary:
