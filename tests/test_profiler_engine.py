@@ -90,3 +90,18 @@ async def test_an_unreachable_engine_is_counted_not_raised() -> None:
     assert await scraper.scrape() is None
     assert scraper.describe()["scrape_errors"] == 1
     await scraper.close()
+
+
+def test_emulator_recompute_counter_lands_in_its_column() -> None:
+    """The emulator's thrashing counter reaches engine.parquet (reports show recomputed tokens)."""
+    from kairosbench.profiler.schema import ENGINE_SCHEMA
+
+    text = (
+        "# TYPE kairosbench:recomputed_tokens_total counter\n"
+        "kairosbench:recomputed_tokens_total 12345\n"
+        "# TYPE vllm:num_preemptions_total counter\n"
+        'vllm:num_preemptions_total{model_name="m",engine="0"} 3\n'
+    )
+    row = engine_row(parse_prometheus_text(text).samples, endpoint="e", t_ns=1)
+    assert row["recomputed_tokens_total"] == 12345 and row["preemptions_total"] == 3
+    assert "recomputed_tokens_total" in ENGINE_SCHEMA.names

@@ -41,6 +41,7 @@ ENGINE_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "prompt_tokens": ("sum", ("vllm:prompt_tokens_total", "vllm:prompt_tokens", "sglang:prompt_tokens_total")),
     "generation_tokens": ("sum", ("vllm:generation_tokens_total", "vllm:generation_tokens", "sglang:generation_tokens_total")),
     "emulator_lag_s": ("max", ("kairosbench:emulator_lag_seconds",)),
+    "recomputed_tokens_total": ("sum", ("kairosbench:recomputed_tokens_total",)),
 }
 
 

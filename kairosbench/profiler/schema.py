@@ -84,6 +84,7 @@ ENGINE_COLUMNS: tuple[Column, ...] = (
     Column("prompt_tokens", pa.float64(), "tokens", "counter: vllm:prompt_tokens_total | sglang:prompt_tokens_total"),
     Column("generation_tokens", pa.float64(), "tokens", "counter: vllm:generation_tokens_total | sglang:generation_tokens_total"),
     Column("emulator_lag_s", pa.float64(), "s", "kairosbench:emulator_lag_seconds (the emulator only)"),
+    Column("recomputed_tokens_total", pa.float64(), "tokens", "counter: kairosbench:recomputed_tokens_total, tokens prefilled again after preemption or eviction (the emulator only; vLLM exposes no such counter)"),
 )
 
 
