@@ -10,15 +10,18 @@
     report_to_master /        the Agents tally travels with Locust's own 3-second reports
     worker_report
     reset_stats               the web UI's "Reset stats" resets the Agents tab too
-    quitting                  master: log the Agents table of the whole test
+    quitting                  mark Ctrl-C/SIGTERM, so the run closes as ``interrupted``
+    quit                      close a run left open; master: log the Agents table of the test
 
-Per-process state lives on ``environment.kairosbench`` (a ``ProcessState``), not in module
-globals, so it is visible where Locust's own state is and goes away with the environment.
+Per-process state lives on ``environment.kairosbench`` (a ``ProcessState``), next to Locust's
+own state; the listeners of events fired without the environment are closures over it, and
+the ``quit`` listener finds it through a weak set (it goes away with the environment).
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
 from io import StringIO
 from typing import Any
@@ -50,7 +53,7 @@ class SetupFailed(Exception):
     """The test could not start in this process (its message says why); shown in Exceptions."""
 
 
-@dataclass
+@dataclass(eq=False)
 class ProcessState:
     """kairosbench's state in one Locust process, across the tests the web UI may start."""
 
@@ -62,6 +65,8 @@ class ProcessState:
     tests: int = 0
     expected_processes: int = 0  # master: workers when the test started
     done_workers: set[int] = field(default_factory=set)
+    is_master: bool = False
+    quitting: bool = False
     _reported_missing: bool = False
 
     def report_missing_run(self, user: Any) -> None:
@@ -75,6 +80,11 @@ class ProcessState:
 
 def state_of(environment: Environment) -> ProcessState | None:
     return getattr(environment, "kairosbench", None)
+
+
+# Locust's "quit" event carries no environment; the states of this process's environments
+# (one, in practice) are reachable from here for it.
+_STATES: "weakref.WeakSet[ProcessState]" = weakref.WeakSet()
 
 
 # -- stopping ------------------------------------------------------------------------------
@@ -123,9 +133,10 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     except KairosbenchError as exc:
         log.error("Error: %s", exc)
         raise SystemExit(exc.exit_code) from None  # bad flags: the process ends here, as Locust's own do
-    state = ProcessState(settings)
-    environment.kairosbench = state  # type: ignore[attr-defined]
     runner = environment.runner
+    state = ProcessState(settings, is_master=isinstance(runner, MasterRunner))
+    environment.kairosbench = state  # type: ignore[attr-defined]
+    _STATES.add(state)
     if isinstance(runner, MasterRunner):
 
         def on_done(environment: Environment, msg: Any, **_kw: Any) -> None:
@@ -208,19 +219,27 @@ def _on_test_stop(environment: Environment, **_kw: Any) -> None:
     if state is None or state.run is None:
         return
     run, state.run = state.run, None
-    run.close("completed")
+    # Ctrl-C / SIGTERM fire "quitting" before Locust stops the test; -t, --max-sessions and the
+    # Stop button stop it first.
+    run.close("interrupted" if state.quitting else "completed")
 
 
 @events.quitting.add_listener
 def _on_quitting(environment: Environment, **_kw: Any) -> None:
     state = state_of(environment)
-    if state is None:
-        return
-    if state.run is not None:  # quit without a stop (should not happen; be safe)
-        run, state.run = state.run, None
-        run.close("interrupted")
-    if isinstance(environment.runner, MasterRunner) and state.tally.kinds:
-        log.info("kairosbench agents (all workers)\n%s", agents_table_text(state.tally))
+    if state is not None:
+        state.quitting = True
+
+
+@events.quit.add_listener
+def _on_quit(**_kw: Any) -> None:
+    """After Locust's shutdown (users stopped, a master's final worker reports in)."""
+    for state in list(_STATES):
+        if state.run is not None:  # the test never stopped cleanly: keep what was gathered
+            run, state.run = state.run, None
+            run.close("interrupted")
+        if state.is_master and state.tally.kinds:
+            log.info("kairosbench agents (all workers)\n%s", agents_table_text(state.tally))
 
 
 def agents_table_text(tally: AgentTally, width: int = 140) -> str:

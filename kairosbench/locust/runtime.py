@@ -182,7 +182,8 @@ class LocustRun:
             )
             if rec.ok and rec.ttft_s is not None and env.runner is not None:
                 # its own row in the Statistics table, outside Total (see docs/locust.md, "Charts")
-                env.runner.stats.get(name, TTFT_REQUEST_TYPE).log(rec.ttft_s * 1000.0, rec.prompt_tokens_sent)
+                ttft_ms: Any = rec.ttft_s * 1000.0  # float ms, as Locust's own clients log (typed int there)
+                env.runner.stats.get(name, TTFT_REQUEST_TYPE).log(ttft_ms, rec.prompt_tokens_sent)
         kb_events.turn.fire(record=rec, environment=env)
 
     def record_session(self, rec: SessionRecord) -> None:

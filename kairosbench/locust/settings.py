@@ -144,7 +144,7 @@ def _text(values: Mapping[str, Any], dest: str) -> str | None:
 
 
 def _number(values: Mapping[str, Any], dest: str, *, integer: bool, minimum: float, strict: bool = False, zero_is_none: bool = False) -> Any:
-    raw = values.get(dest)
+    raw: Any = values.get(dest)
     spec_default = next((s.default for s in OPTIONS if s.dest == dest), None)
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         raw = spec_default
