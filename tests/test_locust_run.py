@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -269,3 +271,28 @@ def test_kairosbench_locust_starts_an_emulator_when_no_host_is_given(tmp_path: P
     assert (r["prompt_tokens"] == r["prompt_tokens_expected"]).all()  # the emulator's tokenizer is exact
     m = read_manifest(tmp_path / "run")
     assert m["endpoint"]["model"] == "qwen3-coder-30b-a3b-fp8" and m["endpoint"]["tokenizer"]["name"] == "emulator"
+
+
+def test_ctrl_c_keeps_every_record_and_marks_the_run_interrupted(tmp_path: Path) -> None:
+    path = tmp_path / "long.parquet"
+    turns = [Turn(appended_tokens=300, output_tokens=5, tool_duration_s=60.0) for _ in range(3)]
+    save_workload(Workload([Session(f"a{i}", "swe", 0.0, list(turns)) for i in range(2)]), path)
+    b = MockBehavior(emulator_like=True)
+    with ThreadedMock(b) as url:
+        cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "-u", "2", "-r", "10", "-t", "60s", "--host", url, "--workload", str(path), "--out", str(tmp_path / "run")]
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while b.requests < 2 and time.monotonic() < deadline:  # both agents are in their first tool call
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert b.requests == 2, err
+    m = read_manifest(tmp_path / "run")
+    assert m["status"] == "interrupted"
+    requests, sessions = read_run(tmp_path / "run")
+    assert requests.num_rows == 2 and sessions.column("status").to_pylist() == ["unfinished", "unfinished"]
+    # a reply still streaming when the signal came is recorded as cancelled, its turn not done
+    status = dict(zip(requests.column("session_id").to_pylist(), requests.column("status").to_pylist()))
+    done = dict(zip(sessions.column("session_id").to_pylist(), sessions.column("turns_done").to_pylist()))
+    assert set(status) == set(done) == {"a0", "a1"}
+    assert all(status[s] in ("ok", "cancelled") and done[s] == (1 if status[s] == "ok" else 0) for s in status)
