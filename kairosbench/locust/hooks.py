@@ -218,10 +218,12 @@ def _on_test_stop(environment: Environment, **_kw: Any) -> None:
     state = state_of(environment)
     if state is None or state.run is None:
         return
-    run, state.run = state.run, None
+    run = state.run
     # Ctrl-C / SIGTERM fire "quitting" before Locust stops the test; -t, --max-sessions and the
     # Stop button stop it first.
     run.close("interrupted" if state.quitting else "completed")
+    if state.run is run:
+        state.run = None
 
 
 @events.quitting.add_listener
@@ -235,9 +237,9 @@ def _on_quitting(environment: Environment, **_kw: Any) -> None:
 def _on_quit(**_kw: Any) -> None:
     """After Locust's shutdown (users stopped, a master's final worker reports in)."""
     for state in list(_STATES):
-        if state.run is not None:  # the test never stopped cleanly: keep what was gathered
-            run, state.run = state.run, None
-            run.close("interrupted")
+        if state.run is not None:  # the test did not stop cleanly (or is still closing): finish it
+            state.run.close("interrupted")
+            state.run = None
         if state.is_master and state.tally.kinds:
             log.info("kairosbench agents (all workers)\n%s", agents_table_text(state.tally))
 

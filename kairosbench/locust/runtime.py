@@ -11,7 +11,8 @@ has stopped every user (their sessions recorded as ``unfinished``, in-flight req
 
 Records are crash-safe as in ``kairosbench run``: rows are flushed every
 ``--flush-interval-s`` as complete Parquet parts (the Python-to-Arrow conversion on the hub,
-the file write in gevent's thread pool, where pyarrow releases the GIL).
+the file write in gevent's thread pool, where pyarrow releases the GIL). The final compaction
+runs on the hub, without yielding (see ``LocustRun.close``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import gevent
+import gevent.event
 from locust.env import Environment
 
 from kairosbench.clock import WallClock, now_ns
@@ -133,8 +135,10 @@ class LocustRun:
     sessions_started: int = 0
     max_sched_lag_s: float = 0.0
     closed: bool = False
+    _finished: bool = False
     _done_signalled: bool = False
     _flusher: gevent.Greenlet | None = None
+    _writing: gevent.event.Event = field(default_factory=gevent.event.Event)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -142,6 +146,7 @@ class LocustRun:
         self.sessions = PartWriter(self.run_dir / "sessions.parquet", SESSION_COLUMNS, flush_s=s.flush_interval_s)
         self.requests.warm_up()
         self.timeouts = ClientTimeouts(s.connect_timeout_s, s.first_token_timeout_s, s.idle_timeout_s, s.total_timeout_s)
+        self._writing.set()  # set: no part write in flight
         self._flusher = gevent.spawn(self._flush_loop)
 
     # -- what users call -------------------------------------------------------------------
@@ -209,20 +214,34 @@ class LocustRun:
                 if writer.due():
                     table = writer.to_table(writer.swap())
                     if table.num_rows:
-                        pool.apply(writer.write_part, (table,))
+                        self._writing.clear()
+                        try:
+                            pool.apply(writer.write_part, (table,))
+                        finally:
+                            self._writing.set()
 
     def close(self, status: str = "completed") -> None:
-        """Compact the records, summarise, rewrite the manifest. Idempotent."""
-        if self.closed:
-            return
+        """Compact the records, summarise, rewrite the manifest. Idempotent, and re-entrant.
+
+        Locust runs a second shutdown if a second SIGTERM arrives while the first is under
+        way (a process manager signalling the whole group, and ``kairosbench locust``
+        forwarding its own), and that one ends the process with ``sys.exit``. So the only
+        wait here is for a part write already in the thread pool; everything after it runs
+        without yielding to another greenlet, in whichever call gets there first: the
+        records are complete once any ``close`` call has passed that point.
+        """
         self.closed = True
         if self._flusher is not None:
-            self._flusher.kill(block=True)
-        pool = gevent.get_hub().threadpool
+            self._flusher.kill(block=False)  # it only ever waits in sleep or the write below
+            self._flusher = None
+        self._writing.wait()
+        if self._finished:
+            return
+        self._finished = True
         t_end = now_ns()
         try:
-            pool.apply(self.requests.finalize)
-            pool.apply(self.sessions.finalize)
+            self.requests.finalize()
+            self.sessions.finalize()
             self._summarise(t_end)
         except Exception as exc:  # noqa: BLE001 - keep the manifest honest even if a file write failed
             log.exception("finishing the kairosbench run directory %s failed", self.run_dir)
