@@ -302,7 +302,7 @@ class GeventStreamClient:
         try:
             with gevent.Timeout(timeout_s, ResponseTimeout(f"no answer within {timeout_s:g} s")):
                 resp = self._exchange(target, data, lambda: _Response(lambda b, _t: chunks.append(b), want_sse=False), timeout_s, timeout_s, lambda: False)
-        except (Exception, _Stall) as exc:
+        except Exception as exc:  # _Stall included
             raise EndpointError(f"{method} {url}: {classify_exception(exc)[2]}") from None
         if resp.get_code() != 200:
             raise EndpointError(f"{method} {url}: HTTP {resp.get_code()}: {_error_text(resp.kept_text())}")
