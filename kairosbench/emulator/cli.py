@@ -44,10 +44,22 @@ def _write_ready(path: Path, urls: list[str]) -> None:
     os.replace(tmp, path)  # atomic: a reader never sees half a file
 
 
-async def _serve(opts: ServerOptions, ready_file: Path | None, quiet: bool) -> None:
+async def _watch_parent(parent_pid: int, stop: asyncio.Event, period_s: float = 0.5) -> None:
+    """Stop when the process that started us is gone (it was SIGKILLed, say, and could not stop
+    us): an emulator must never outlive the run that owns it. Orphans are re-parented, so a
+    changed parent pid is the signal; polling is cheap and portable where PR_SET_PDEATHSIG is not."""
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            stop.set()
+            return
+        await asyncio.sleep(period_s)
+
+
+async def _serve(opts: ServerOptions, ready_file: Path | None, quiet: bool, parent_pid: int | None = None) -> None:
     server = EmulatorServer(opts)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    watchdog = asyncio.ensure_future(_watch_parent(parent_pid, stop)) if parent_pid else None
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(sig, stop.set)
@@ -66,6 +78,8 @@ async def _serve(opts: ServerOptions, ready_file: Path | None, quiet: bool) -> N
             console.print(f"Point any OpenAI client at a base URL + /v1 (e.g. {urls[0]}/v1). Ctrl-C stops.")
         await stop.wait()
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         await server.stop()
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
@@ -86,6 +100,7 @@ async def _serve(opts: ServerOptions, ready_file: Path | None, quiet: bool) -> N
 @click.option("--no-prefix-caching", is_flag=True, help="Disable automatic prefix caching.")
 @click.option("--default-max-tokens", type=click.IntRange(1), default=256, show_default=True, help="Output length for chat requests that send no max_tokens.")
 @click.option("--quiet", is_flag=True, help="Do not print the endpoint table.")
+@click.option("--exit-with-parent", "parent_pid", type=int, default=None, help="Stop when process PID (the one that started this emulator) is gone.")
 def emulate(
     n_instances: int,
     gpu: str,
@@ -101,6 +116,7 @@ def emulate(
     no_prefix_caching: bool,
     default_max_tokens: int,
     quiet: bool,
+    parent_pid: int | None,
 ) -> None:
     """Serve emulated H100 instances with OpenAI-compatible APIs until Ctrl-C / SIGTERM."""
     gpu_preset(gpu)
@@ -125,4 +141,4 @@ def emulate(
         engine=engine,
         pace_gc=True,  # this process is the emulator's alone
     )
-    asyncio.run(_serve(opts, ready_file, quiet))
+    asyncio.run(_serve(opts, ready_file, quiet, parent_pid))

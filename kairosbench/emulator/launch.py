@@ -97,7 +97,7 @@ class EmulatorProcess:
             sys.executable, "-m", "kairosbench.cli", "emulate",
             "--instances", str(self.n_instances), "--gpu", self.gpu, "--model", self.model,
             "--host", self.host, "--port", str(self.port), "--seed", str(self.seed),
-            "--ready-file", str(ready), "--quiet", *self.extra_args,
+            "--ready-file", str(ready), "--quiet", "--exit-with-parent", str(os.getpid()), *self.extra_args,
         ]  # fmt: skip
         log = open(self._log_path, "wb")
         preexec = None
