@@ -21,8 +21,7 @@ import pyarrow as pa
 
 from kairosbench.replay.client import StreamOutcome
 from kairosbench.replay.flow import SendTurn
-from kairosbench.replay.itl import itl_summary
-from kairosbench.replay.records import REQUEST_COLUMNS, SESSION_COLUMNS, read_table
+from kairosbench.replay.records import REQUEST_COLUMNS, SESSION_COLUMNS, read_table, request_row
 
 __all__ = ["TurnRecord", "SessionRecord", "turn_record", "session_record", "read_run", "worker_dirs"]
 
@@ -83,56 +82,22 @@ def turn_record(
 ) -> TurnRecord:
     """Build the row for ``outcome`` (``now_ns`` fills times a request never reached)."""
     o = outcome
-    if o.status == "pending":  # stopped before the client ran
-        o.status, o.error = "cancelled", "test stopped before the request was sent"
-    if o.t_end_ns == 0:
-        o.t_end_ns = now_ns
-    if o.t_start_ns == 0:
-        o.t_start_ns = o.t_end_ns
-    parser = o.parser
-    chunk_ns = parser.chunk_ns if parser is not None else []
-    t_first = chunk_ns[0] if chunk_ns else None
-    counted = sum(parser.chunk_tokens) if parser is not None else 0
-    usage_out = parser.usage_completion_tokens if parser is not None else None
-    out_tokens = usage_out if usage_out is not None else counted
-    itl = itl_summary(chunk_ns, parser.chunk_tokens, out_tokens) if parser is not None and chunk_ns else None
-    lag_s = (o.t_start_ns - t_planned_ns) / 1e9
-    e2e_ns = o.t_end_ns - o.t_start_ns
-    ttft_s = (t_first - o.t_start_ns) / 1e9 if t_first is not None else None
-    usage_prompt = parser.usage_prompt_tokens if parser is not None else None
-    row = (
-        session_id,
-        agent_kind,
-        step.turn_index,
-        step.attempt,
-        endpoint_url,
-        t_planned_ns,
-        o.t_start_ns,
-        t_first,
-        o.t_end_ns,
-        lag_s,
-        ttft_s,
-        itl.itl_mean_s if itl else None,
-        itl.itl_p50_s if itl else None,
-        itl.itl_p99_s if itl else None,
-        itl.tpot_s if itl else None,
-        e2e_ns / 1e9,
-        step.expected_prompt_tokens,
-        prompt_tokens_sent,
-        usage_prompt,
-        step.max_tokens,
-        out_tokens if parser is not None else None,
-        counted,
-        len(chunk_ns),
-        parser.finish_reason if parser is not None else None,
-        o.status,
-        o.error,
-        o.http_status,
-        eos_control,
+    r = request_row(
+        step,
+        o,
+        session_id=session_id,
+        agent_kind=agent_kind,
+        endpoint_url=endpoint_url,
+        prompt_tokens_expected=step.expected_prompt_tokens,
+        prompt_tokens_sent=prompt_tokens_sent,
+        t_planned_ns=t_planned_ns,
+        eos_control=eos_control,
+        now_ns=lambda: now_ns,
+        stopped_reason="test stopped before the request was sent",
     )
-    assert len(row) == len(REQUEST_COLUMNS)
+    assert len(r.row) == len(REQUEST_COLUMNS)
     return TurnRecord(
-        row=row,
+        row=r.row,
         session_id=session_id,
         agent_kind=agent_kind,
         turn_index=step.turn_index,
@@ -140,12 +105,12 @@ def turn_record(
         status=o.status,
         error=o.error,
         t_start_ns=o.t_start_ns,
-        e2e_ns=e2e_ns,
-        ttft_s=ttft_s,
-        output_tokens=out_tokens,
+        e2e_ns=r.e2e_ns,
+        ttft_s=r.ttft_s,
+        output_tokens=r.output_tokens,
         prompt_tokens_sent=prompt_tokens_sent,
         prompt_tokens_expected=step.expected_prompt_tokens,
-        usage_prompt_tokens=usage_prompt,
+        usage_prompt_tokens=o.parser.usage_prompt_tokens if o.parser is not None else None,
     )
 
 

@@ -19,14 +19,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kairosbench.clock import now_ns
+from kairosbench.replay.itl import itl_summary
 from kairosbench.table_schema import Column
+
+if TYPE_CHECKING:
+    from kairosbench.replay.client import StreamOutcome
+    from kairosbench.replay.flow import SendTurn
 
 __all__ = [
     "Column",
@@ -37,6 +43,8 @@ __all__ = [
     "PartWriter",
     "read_table",
     "compact_parts",
+    "RequestRow",
+    "request_row",
 ]
 
 SCHEMA_VERSION = "1"
@@ -221,3 +229,83 @@ def read_table(run_dir: str | Path, name: str) -> pa.Table:
     if not tables:
         raise FileNotFoundError(f"{run_dir}: no {name}.parquet or {name}.parts/")
     return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    """One ``requests.parquet`` row plus the numbers its driver keeps tallies of."""
+
+    row: tuple[Any, ...]
+    output_tokens: int
+    e2e_ns: int
+    ttft_s: float | None
+    lag_s: float
+
+
+def request_row(
+    step: "SendTurn",
+    o: "StreamOutcome",
+    *,
+    session_id: str,
+    agent_kind: str,
+    endpoint_url: str,
+    prompt_tokens_expected: int,
+    prompt_tokens_sent: int,
+    t_planned_ns: int,
+    eos_control: str,
+    now_ns: Callable[[], int],
+    stopped_reason: str,
+) -> RequestRow:
+    """The ``requests.parquet`` row for one streamed request, shared by every driver.
+
+    A request the run stopped before the client ran (status ``pending``) is recorded as
+    ``cancelled`` with ``stopped_reason``; times it never reached are filled from ``now_ns()``
+    (called only then). Mutates ``o`` accordingly, so the caller sees the recorded outcome.
+    """
+    if o.status == "pending":
+        o.status, o.error = "cancelled", stopped_reason
+    if o.t_end_ns == 0:
+        o.t_end_ns = now_ns()
+    if o.t_start_ns == 0:
+        o.t_start_ns = o.t_end_ns
+    parser = o.parser
+    chunk_ns = parser.chunk_ns if parser is not None else []
+    t_first = chunk_ns[0] if chunk_ns else None
+    counted = sum(parser.chunk_tokens) if parser is not None else 0
+    usage_out = parser.usage_completion_tokens if parser is not None else None
+    out_tokens = usage_out if usage_out is not None else counted
+    itl = itl_summary(chunk_ns, parser.chunk_tokens, out_tokens) if parser is not None and chunk_ns else None
+    lag_s = (o.t_start_ns - t_planned_ns) / 1e9
+    e2e_ns = o.t_end_ns - o.t_start_ns
+    ttft_s = (t_first - o.t_start_ns) / 1e9 if t_first is not None else None
+    row = (
+        session_id,
+        agent_kind,
+        step.turn_index,
+        step.attempt,
+        endpoint_url,
+        t_planned_ns,
+        o.t_start_ns,
+        t_first,
+        o.t_end_ns,
+        lag_s,
+        ttft_s,
+        itl.itl_mean_s if itl else None,
+        itl.itl_p50_s if itl else None,
+        itl.itl_p99_s if itl else None,
+        itl.tpot_s if itl else None,
+        e2e_ns / 1e9,
+        prompt_tokens_expected,
+        prompt_tokens_sent,
+        parser.usage_prompt_tokens if parser is not None else None,
+        step.max_tokens,
+        out_tokens if parser is not None else None,
+        counted,
+        len(chunk_ns),
+        parser.finish_reason if parser is not None else None,
+        o.status,
+        o.error,
+        o.http_status,
+        eos_control,
+    )
+    return RequestRow(row=row, output_tokens=out_tokens, e2e_ns=e2e_ns, ttft_s=ttft_s, lag_s=lag_s)

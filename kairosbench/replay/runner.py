@@ -34,10 +34,9 @@ from kairosbench.replay.arrivals import Arrival
 from kairosbench.replay.client import StreamClient, StreamOutcome
 from kairosbench.replay.endpoint import Endpoint
 from kairosbench.replay.flow import FlowOptions, SendTurn, TurnResult, Wait, agent_flow
-from kairosbench.replay.itl import itl_summary
 from kairosbench.replay.progress import LiveStats
 from kairosbench.replay.prompt import PromptFactory, SessionPrompt
-from kairosbench.replay.records import REQUEST_COLUMNS, SESSION_COLUMNS, PartWriter
+from kairosbench.replay.records import REQUEST_COLUMNS, SESSION_COLUMNS, PartWriter, request_row
 from kairosbench.workload.model import Session
 
 __all__ = ["ReplayOptions", "Replay", "ReplayResult"]
@@ -314,62 +313,30 @@ class Replay:
         eos_control: str,
         tally: _SessionTally,
     ) -> int:
-        if o.status == "pending":  # cancelled before the client ran
-            o.status, o.error = "cancelled", "run stopped before the request was sent"
-        if o.t_end_ns == 0:
-            o.t_end_ns = self.clock.t0_ns + int(self.clock.now_s() * 1e9)
-        if o.t_start_ns == 0:
-            o.t_start_ns = o.t_end_ns
-        parser = o.parser
-        chunk_ns = parser.chunk_ns if parser is not None else []
-        t_first = chunk_ns[0] if chunk_ns else None
-        counted = sum(parser.chunk_tokens) if parser is not None else 0
-        usage_out = parser.usage_completion_tokens if parser is not None else None
-        out_tokens = usage_out if usage_out is not None else counted
-        itl = itl_summary(chunk_ns, parser.chunk_tokens, out_tokens) if parser is not None and chunk_ns else None
-        lag_s = (o.t_start_ns - t_planned_ns) / 1e9
-        if lag_s > self._max_lag_s:
-            self._max_lag_s = lag_s
-        e2e_ns = o.t_end_ns - o.t_start_ns
-        ttft_s = (t_first - o.t_start_ns) / 1e9 if t_first is not None else None
-        self.requests.append(
-            (
-                sid,
-                agent_kind,
-                step.turn_index,
-                step.attempt,
-                endpoint.base_url,
-                t_planned_ns,
-                o.t_start_ns,
-                t_first,
-                o.t_end_ns,
-                lag_s,
-                ttft_s,
-                itl.itl_mean_s if itl else None,
-                itl.itl_p50_s if itl else None,
-                itl.itl_p99_s if itl else None,
-                itl.tpot_s if itl else None,
-                e2e_ns / 1e9,
-                prompt_expected,
-                prompt_sent,
-                parser.usage_prompt_tokens if parser is not None else None,
-                step.max_tokens,
-                out_tokens if parser is not None else None,
-                counted,
-                len(chunk_ns),
-                parser.finish_reason if parser is not None else None,
-                o.status,
-                o.error,
-                o.http_status,
-                eos_control,
-            )
+        clock = self.clock
+        r = request_row(
+            step,
+            o,
+            session_id=sid,
+            agent_kind=agent_kind,
+            endpoint_url=endpoint.base_url,
+            prompt_tokens_expected=prompt_expected,
+            prompt_tokens_sent=prompt_sent,
+            t_planned_ns=t_planned_ns,
+            eos_control=eos_control,
+            now_ns=lambda: clock.t0_ns + int(clock.now_s() * 1e9),
+            stopped_reason="run stopped before the request was sent",
         )
+        if r.lag_s > self._max_lag_s:
+            self._max_lag_s = r.lag_s
+        self.requests.append(r.row)
+        out_tokens, e2e_ns = r.output_tokens, r.e2e_ns
         if tally.t_start_ns is None:
             tally.t_start_ns = o.t_start_ns
         tally.requests += 1
         tally.output_tokens += out_tokens
         tally.llm_time_ns += e2e_ns
-        self.stats.record_request(o.status == "ok", out_tokens, ttft_s)
+        self.stats.record_request(o.status == "ok", out_tokens, r.ttft_s)
         return out_tokens
 
     def _record_session(self, session: Session, sid: str, t: _SessionTally) -> None:
