@@ -35,7 +35,7 @@ from geventhttpclient.response import HTTPParseError, HTTPResponse
 from kairosbench import __version__
 from kairosbench.clock import now_ns
 from kairosbench.errors import EndpointError
-from kairosbench.replay.client import RETRYABLE_STATUSES, ClientTimeouts, StreamOutcome, classify_exception
+from kairosbench.replay.client import RETRYABLE_STATUSES, ClientTimeouts, StreamOutcome, classify_exception, error_text
 from kairosbench.replay.endpoint import rejected_parameter
 from kairosbench.replay.http import ConnectError, ProtocolError, ResponseTimeout, StaleConnection, Target
 from kairosbench.replay.sse import MalformedStream, SSEParser
@@ -94,20 +94,6 @@ def _header_line(name: str, value: str) -> bytes:
     if any(c in name or c in value for c in "\r\n"):
         raise EndpointError(f"header {name!r} holds a line break")
     return name.encode("latin-1") + b": " + value.encode("latin-1", "replace")
-
-
-def _error_text(text: str) -> str:
-    """The message of an OpenAI-style error body, else the body itself (shortened)."""
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return text.strip()[:300]
-    if isinstance(obj, dict):
-        err = obj.get("error", obj)
-        if isinstance(err, dict):
-            return str(err.get("message") or err.get("detail") or err)[:300]
-        return str(err)[:300]
-    return str(obj)[:300]
 
 
 class GeventStreamClient:
@@ -257,7 +243,7 @@ class GeventStreamClient:
                 text = resp.kept_text()
                 outcome.status = "http"
                 outcome.retryable = outcome.http_status in _RETRYABLE_HTTP
-                outcome.error = f"HTTP {outcome.http_status}: {_error_text(text)}"[:500]
+                outcome.error = f"HTTP {outcome.http_status}: {error_text(text)}"[:500]
                 outcome.rejected_parameter = rejected_parameter(outcome.http_status, text)
             else:
                 parser.close(now_ns())
@@ -305,7 +291,7 @@ class GeventStreamClient:
         except Exception as exc:  # _Stall included
             raise EndpointError(f"{method} {url}: {classify_exception(exc)[2]}") from None
         if resp.get_code() != 200:
-            raise EndpointError(f"{method} {url}: HTTP {resp.get_code()}: {_error_text(resp.kept_text())}")
+            raise EndpointError(f"{method} {url}: HTTP {resp.get_code()}: {error_text(resp.kept_text())}")
         try:
             return json.loads(b"".join(chunks))
         except ValueError as exc:

@@ -42,7 +42,7 @@ from kairosbench.locust.hooks import state_of
 from kairosbench.locust.plan import PlannedSession
 from kairosbench.locust.records import TurnRecord, session_record, turn_record
 from kairosbench.locust.runtime import LocustRun
-from kairosbench.replay.client import StreamOutcome
+from kairosbench.replay.client import StreamOutcome, agent_headers
 from kairosbench.replay.flow import FlowOptions, SendTurn, TurnResult, Wait, agent_flow
 from kairosbench.replay.prompt import PreparedTurn, SessionPrompt
 
@@ -173,9 +173,7 @@ def _turn(
     prepared = run_sync(prompt.prepare(step.turn_index))
     endpoint = run.endpoint
     t_planned_ns = run.clock.t0_ns + int(step.planned_at_s * 1e9)
-    headers = {"X-Kairosbench-Agent": agent_header, "X-Kairosbench-Turn": str(step.turn_index), "X-Kairosbench-Prompt-Tokens": str(prepared.prompt_tokens_sent)}
-    if step.turn_index == n_turns - 1:
-        headers["X-Kairosbench-Final"] = "1"  # a policy gateway frees the agent's context when it ends
+    headers = agent_headers(agent_header, step.turn_index, prepared.prompt_tokens_sent, final=step.turn_index == n_turns - 1)
     count_words = prompt.model.words_are_tokens
     while True:
         eos_control = endpoint.eos_control

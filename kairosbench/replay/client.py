@@ -43,7 +43,7 @@ from kairosbench.replay.endpoint import rejected_parameter
 from kairosbench.replay.http import ConnectError, HTTPPool, ProtocolError, ResponseSink, ResponseTimeout, StaleConnection, Target
 from kairosbench.replay.sse import MalformedStream, SSEParser
 
-__all__ = ["StreamClient", "StreamOutcome", "ClientTimeouts", "RETRYABLE_STATUSES", "classify_exception"]
+__all__ = ["StreamClient", "StreamOutcome", "ClientTimeouts", "RETRYABLE_STATUSES", "classify_exception", "error_text", "agent_headers"]
 
 RETRYABLE_STATUSES = frozenset({"connect", "reset", "stall", "timeout", "truncated"})
 _RETRYABLE_HTTP = frozenset({408, 429, 500, 502, 503, 504})
@@ -225,7 +225,7 @@ class StreamClient:
                 text = b"".join(sink.error_body).decode("utf-8", "replace")
                 outcome.status = "http"
                 outcome.retryable = outcome.http_status in _RETRYABLE_HTTP
-                outcome.error = f"HTTP {outcome.http_status}: {_error_text(text)}"[:500]
+                outcome.error = f"HTTP {outcome.http_status}: {error_text(text)}"[:500]
                 outcome.rejected_parameter = rejected_parameter(outcome.http_status or 0, text)
             elif parser.error is not None:
                 outcome.status, outcome.error = "error", f"server error event: {parser.error}"
@@ -277,7 +277,7 @@ class StreamClient:
             async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 text = await resp.text()
                 if resp.status != 200:
-                    raise EndpointError(f"GET {url}: HTTP {resp.status}: {_error_text(text)}")
+                    raise EndpointError(f"GET {url}: HTTP {resp.status}: {error_text(text)}")
                 return json.loads(text)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise EndpointError(f"GET {url}: {classify_exception(exc)[2]}") from exc
@@ -288,13 +288,25 @@ class StreamClient:
             async with self.session.post(url, data=data, headers={"Content-Type": "application/json"}, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 text = await resp.text()
                 if resp.status != 200:
-                    raise EndpointError(f"POST {url}: HTTP {resp.status}: {_error_text(text)}")
+                    raise EndpointError(f"POST {url}: HTTP {resp.status}: {error_text(text)}")
                 return json.loads(text)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise EndpointError(f"POST {url}: {classify_exception(exc)[2]}") from exc
 
 
-def _error_text(text: str) -> str:
+def agent_headers(agent_id: str, turn_index: int, prompt_tokens_sent: int, *, final: bool) -> dict[str, str]:
+    """The agent identity every driver sends with a turn (docs/replay.md; the gateway reads them).
+
+    ``X-Kairosbench-Final`` marks a session's last turn, so a policy gateway frees the agent's
+    context at once instead of after its idle timeout.
+    """
+    headers = {"X-Kairosbench-Agent": agent_id, "X-Kairosbench-Turn": str(turn_index), "X-Kairosbench-Prompt-Tokens": str(prompt_tokens_sent)}
+    if final:
+        headers["X-Kairosbench-Final"] = "1"
+    return headers
+
+
+def error_text(text: str) -> str:
     """The message of an OpenAI-style error body, else the body itself (shortened)."""
     try:
         obj = json.loads(text)

@@ -31,7 +31,7 @@ from typing import Iterator, Sequence
 
 from kairosbench.clock import WallClock
 from kairosbench.replay.arrivals import Arrival
-from kairosbench.replay.client import StreamClient, StreamOutcome
+from kairosbench.replay.client import StreamClient, StreamOutcome, agent_headers
 from kairosbench.replay.endpoint import Endpoint
 from kairosbench.replay.flow import FlowOptions, SendTurn, TurnResult, Wait, agent_flow
 from kairosbench.replay.progress import LiveStats
@@ -268,9 +268,7 @@ class Replay:
         prepared = await prompt.prepare(step.turn_index)
         clock = self.clock
         t_planned_ns = clock.t0_ns + int(step.planned_at_s * 1e9)
-        headers = {"X-Kairosbench-Agent": agent_header, "X-Kairosbench-Turn": str(step.turn_index), "X-Kairosbench-Prompt-Tokens": str(prepared.prompt_tokens_sent)}
-        if step.turn_index == n_turns - 1:
-            headers["X-Kairosbench-Final"] = "1"  # a policy gateway frees the agent's context when it ends
+        headers = agent_headers(agent_header, step.turn_index, prepared.prompt_tokens_sent, final=step.turn_index == n_turns - 1)
         count_words = prompt.model.words_are_tokens
         while True:
             eos_control = endpoint.eos_control
